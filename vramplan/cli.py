@@ -1,0 +1,248 @@
+"""The ``vramplan`` command: parse, call one library function, format. Errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import VramplanError
+
+DEFAULT_COMMAND = "compare"
+
+
+class _DefaultGroup(click.Group):
+    """``vramplan MODEL ...`` runs the compare command; ``vramplan plan MODEL ...`` runs plan."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [DEFAULT_COMMAND, *args]
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("vramplan", "MODEL [--gpu G] [KNOBS] | COMMAND [ARGS]")
+
+
+def _knobs(f):
+    """The recipe and workload options shared by every command (DESIGN.md: same knobs everywhere)."""
+    options = [
+        click.option("--method", default="both", show_default=True,
+                     type=click.Choice(["lora", "qlora", "full", "both"]), help="Fine-tuning method; both = lora and qlora."),
+        click.option("--seq", type=int, default=2048, show_default=True, help="Sequence length (tokens per sample)."),
+        click.option("--batch", type=int, default=1, show_default=True, help="Micro-batch size per GPU."),
+        click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank r."),
+        click.option("--alpha", type=float, default=32.0, show_default=True, help="LoRA alpha (does not change memory)."),
+        click.option("--dropout", type=float, default=0.05, show_default=True, help="LoRA dropout probability."),
+        click.option("--targets", default="all-linear", show_default=True,
+                     help="LoRA target modules: all-linear or a comma list such as q_proj,v_proj."),
+        click.option("--adapter-dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                     show_default=True, help="Adapter weights dtype (peft autocast_adapter_dtype=True gives fp32)."),
+        click.option("--dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
+                     help="Dtype the base model is loaded and computed in."),
+        click.option("--quant", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True,
+                     help="4-bit data type (QLoRA)."),
+        click.option("--double-quant/--no-double-quant", default=True, show_default=True,
+                     help="Quantize the quantization constants too (QLoRA)."),
+        click.option("--blocksize", type=int, default=64, show_default=True, help="4-bit quantization block size."),
+        click.option("--kbit-prep/--no-kbit-prep", default=True, show_default=True,
+                     help="peft prepare_model_for_kbit_training (fp32 upcast of non-4-bit weights) for QLoRA."),
+        click.option("--optimizer", default=None,
+                     help="adamw (torch fused, LoRA default), adamw_torch (foreach), adamw_8bit, paged_adamw_8bit, "
+                          "adamw_32bit, paged_adamw_32bit (QLoRA default), sgd."),
+        click.option("--grad-ckpt/--no-grad-ckpt", default=True, show_default=True, help="Gradient checkpointing."),
+        click.option("--attn", type=click.Choice(["sdpa", "eager", "flash"]), default="sdpa", show_default=True,
+                     help="Attention implementation."),
+        click.option("--autocast/--no-autocast", default=True, show_default=True,
+                     help="Mixed precision autocast around forward and loss (Trainer bf16=True)."),
+        click.option("--gpus", type=int, default=1, show_default=True, help="Number of GPUs (memory is per GPU)."),
+        click.option("--shard", type=click.Choice(["none", "ddp", "fsdp"]), default="none", show_default=True,
+                     help="How several GPUs share the job."),
+        click.option("--online", is_flag=True, help="Allow reading a Hub id's config.json from the Hugging Face Hub."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _build(model: str, gpu: str | None, kw: dict):
+    """Turn CLI values into (ModelShape, [Scenario], GpuSpec|None). All validation errors are VramplanError."""
+    from dataclasses import replace
+
+    from .gpus import resolve_gpu
+    from .models import load_model
+    from .spec import Recipe, Scenario, Workload
+
+    methods = ("lora", "qlora") if kw["method"] == "both" else (kw["method"],)
+    targets = tuple(t.strip() for t in kw["targets"].split(",") if t.strip()) or ("all-linear",)
+    workload = Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"])
+    workload.validate()
+    gpu_spec = resolve_gpu(gpu) if gpu is not None else None
+    shape = load_model(model, online=kw["online"])
+    scenarios = []
+    for method in methods:
+        base = Recipe.default(method)
+        recipe = replace(
+            base,
+            dtype=kw["dtype"], quant=kw["quant"], double_quant=kw["double_quant"], blocksize=kw["blocksize"],
+            kbit_prep=kw["kbit_prep"] if method == "qlora" else False, rank=kw["rank"], alpha=kw["alpha"],
+            dropout=kw["dropout"], targets=targets, adapter_dtype=kw["adapter_dtype"],
+            optimizer=kw["optimizer"] or base.optimizer, grad_ckpt=kw["grad_ckpt"], attn=kw["attn"],
+            autocast=kw["autocast"],
+        )
+        recipe.validate()
+        scenarios.append(Scenario(shape, recipe, workload, gpu_spec))
+    return shape, scenarios, gpu_spec
+
+
+def _plans(model, gpu, kw):
+    from .plan import plan_scenario
+
+    shape, scenarios, gpu_spec = _build(model, gpu, kw)
+    return shape, [plan_scenario(s) for s in scenarios], gpu_spec
+
+
+def plan_json(shape, plans, gpu_spec) -> dict:
+    """The JSON contract of ``vramplan plan --json`` (DESIGN.md)."""
+    w = plans[0].scenario.workload
+    return {
+        "model": shape.to_dict(),
+        "gpu": gpu_spec.to_dict() if gpu_spec else None,
+        "workload": {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard},
+        "plans": [p.to_dict() for p in plans],
+        "models_versions": {"torch": "2.13", "transformers": "5.23.0", "peft": "0.21.2", "bitsandbytes": "0.50.2"},
+    }
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
+@click.version_option(package_name="vramplan")
+@click.pass_context
+def cli(ctx):
+    """Will this LoRA / QLoRA fine-tuning job fit on that GPU? Every byte of the training step, predicted.
+
+    Example:
+
+        vramplan 7b --gpu 24gb
+
+        vramplan plan 8b --seq 4096 --batch 2 --rank 64 --json
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command("compare")
+@click.argument("model")
+@click.option("--gpu", default=None, help="A card (rtx4090, a100-80gb, h100) or a size (24gb = 24 GiB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
+@_knobs
+def compare_cmd(model, gpu, as_json, **kw):
+    """LoRA vs QLoRA side by side: components, peak, verdict (the main job).
+
+    Example:
+
+        vramplan 7b --gpu 24gb
+    """
+    shape, plans, gpu_spec = _plans(model, gpu, kw)
+    if as_json:
+        click.echo(json.dumps(plan_json(shape, plans, gpu_spec), indent=2))
+        return
+    from .table import render_comparison
+
+    render_comparison(shape, plans, gpu_spec)
+
+
+@cli.command("plan")
+@click.argument("model")
+@click.option("--gpu", default=None, help="A card (rtx4090, a100-80gb, h100) or a size (24gb = 24 GiB).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (integer bytes) instead of a table.")
+@_knobs
+def plan_cmd(model, gpu, as_json, **kw):
+    """The analytical plan of one or both methods.
+
+    Example:
+
+        vramplan plan meta-llama/Llama-3.1-8B --seq 4096 --batch 2 --rank 64 --json
+    """
+    shape, plans, gpu_spec = _plans(model, gpu, kw)
+    if as_json:
+        click.echo(json.dumps(plan_json(shape, plans, gpu_spec), indent=2))
+        return
+    from .table import render_comparison
+
+    render_comparison(shape, plans, gpu_spec, timeline=True)
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_cmd(as_json):
+    """The model catalogue and the shorthands.
+
+    Example:
+
+        vramplan models
+    """
+    from .table import render_models
+
+    render_models(as_json)
+
+
+@cli.command("gpus")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gpus_cmd(as_json):
+    """The GPU catalogue: memory as NVML reports it, bf16 TFLOP/s, bandwidth, price.
+
+    Example:
+
+        vramplan gpus
+    """
+    from .table import render_gpus
+
+    render_gpus(as_json)
+
+
+@cli.command("env")
+def env_cmd():
+    """Versions of Python, torch, CUDA, the driver and the Hugging Face stack, to paste into issues.
+
+    Example:
+
+        vramplan env
+    """
+    from .environment import environment
+
+    for k, v in environment().items():
+        click.echo(f"{k}: {v}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv=None) -> int:
+    """Console entry point: run the CLI; user errors print one line and exit 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="vramplan", standalone_mode=False)
+    except VramplanError as exc:
+        click.echo(f"vramplan: error: {_one_line(exc)}", err=True)
+        return 2
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        return 2
+    except click.UsageError as exc:
+        hint = " (see vramplan --help)"
+        click.echo(f"vramplan: error: {_one_line(exc.format_message())}{hint}", err=True)
+        return 2
+    except click.Abort:
+        click.echo("vramplan: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"vramplan: error: {_one_line(exc.format_message())}", err=True)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The step as phases, the peak, and the Breakdown every output format is built from.
+
+A training step (steady state: optimizer state exists, gradients were set to None by the last zero_grad)
+goes through: **load** (what sits on the GPU between steps), **forward**, **loss**, **backward** (the loss
+backward, then the decoder layers from the last to the first) and **optimizer** step. Each phase is a set of
+components; the peak is the phase with the largest device-level total. Numeric workload knobs may be numpy
+arrays: the phase choice is made element-wise, so one call plans a whole grid (see ``vramplan.sweep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import memory as m
+from .spec import OPTIMIZERS, GpuSpec, Recipe, Scenario
+
+COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "overhead")
+PHASES = ("load", "forward", "loss", "backward", "optimizer")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Memory at one point of the step: components (device level) and the three torch/NVML views."""
+
+    name: str
+    components: dict
+    allocated_bytes: int
+    reserved_bytes: int
+    device_bytes: int
+    tensor_bytes: int
+    where: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "phase": self.name,
+            "where": self.where,
+            "components": {k: int(v) for k, v in self.components.items()},
+            "device_bytes": int(self.device_bytes),
+            "reserved_bytes": int(self.reserved_bytes),
+            "allocated_bytes": int(self.allocated_bytes),
+            "tensor_bytes": int(self.tensor_bytes),
+        }
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The predicted memory of one scenario: components at the peak (summing to ``peak_bytes``) and detail.
+
+    Example usage::
+
+        b = plan_scenario(Scenario(load_model("8b"), Recipe.default("qlora")))
+        b.peak_bytes, b.peak_phase, b.components["activations"]
+
+    Known Limitations: see "What is not modelled" in the README (fragmentation is an estimate, MoE routing
+    buffers are approximate, padding masks and packed sequences are not modelled).
+    """
+
+    scenario: Scenario
+    components: dict
+    peak_bytes: int
+    peak_reserved_bytes: int
+    peak_allocated_bytes: int
+    peak_tensor_bytes: int
+    peak_phase: str
+    phases: tuple
+    detail: dict
+    trainable_params: int
+    notes: tuple = field(default=())
+
+    @property
+    def method(self) -> str:
+        return self.scenario.recipe.method
+
+    @property
+    def fits(self) -> bool | None:
+        gpu = self.scenario.gpu
+        return None if gpu is None else bool(self.peak_bytes <= gpu.memory_bytes)
+
+    @property
+    def headroom_bytes(self) -> int | None:
+        gpu = self.scenario.gpu
+        return None if gpu is None else int(gpu.memory_bytes - self.peak_bytes)
+
+    def to_dict(self) -> dict:
+        """The plan-entry JSON object of the CLI contract."""
+        r = self.scenario.recipe
+        return {
+            "method": r.method,
+            "recipe": recipe_dict(r),
+            "components": {k: int(self.components[k]) for k in COMPONENTS},
+            "peak_bytes": int(self.peak_bytes),
+            "peak_reserved_bytes": int(self.peak_reserved_bytes),
+            "peak_allocated_bytes": int(self.peak_allocated_bytes),
+            "peak_tensor_bytes": int(self.peak_tensor_bytes),
+            "peak_phase": self.peak_phase,
+            "fits": self.fits,
+            "headroom_bytes": self.headroom_bytes,
+            "trainable_params": int(self.trainable_params),
+            "timeline": [p.to_dict() for p in self.phases],
+            "detail": {k: (int(v) if not isinstance(v, str) else v) for k, v in self.detail.items()},
+            "notes": list(self.notes),
+        }
+
+
+def recipe_dict(r: Recipe) -> dict:
+    """Every knob of a recipe, JSON-ready."""
+    return {
+        "method": r.method,
+        "dtype": r.dtype,
+        "quant": r.quant if r.quantized else None,
+        "double_quant": r.double_quant if r.quantized else None,
+        "blocksize": r.blocksize if r.quantized else None,
+        "kbit_prep": r.kbit_prep if r.quantized else False,
+        "rank": r.rank if r.trains_adapters else None,
+        "alpha": r.alpha if r.trains_adapters else None,
+        "dropout": r.dropout if r.trains_adapters else None,
+        "targets": ",".join(r.targets) if r.trains_adapters else None,
+        "adapter_dtype": r.adapter_dtype if r.trains_adapters else None,
+        "optimizer": r.optimizer,
+        "grad_ckpt": r.grad_ckpt,
+        "attn": r.attn,
+        "autocast": r.autocast,
+    }
+
+
+def _pick(states: list[dict]) -> dict:
+    """The state with the largest device total; element-wise when totals are numpy arrays."""
+    totals = [s["device"] for s in states]
+    if not any(hasattr(t, "shape") for t in totals):
+        best = 0
+        for k in range(1, len(states)):
+            if totals[k] > totals[best]:
+                best = k
+        return states[best]
+    import numpy as np
+
+    idx = np.argmax(np.stack(np.broadcast_arrays(*totals)), axis=0)
+    out = {}
+    for key in states[0]:
+        vals = [s[key] for s in states]
+        if isinstance(vals[0], str):
+            out[key] = np.array(vals, dtype=object)[idx]
+        else:
+            stacked = np.stack(np.broadcast_arrays(*[np.asarray(v) for v in vals]))
+            out[key] = np.take_along_axis(stacked, idx[None, ...], axis=0)[0]
+    return out
+
+
+def plan_scenario(s: Scenario) -> Breakdown:
+    """Predict the memory of one scenario (one method). Pure: no I/O, no torch."""
+    model, r, w = s.model, s.recipe, s.workload
+    r.validate()
+    w.validate()
+    T, S, rank, L = w.tokens, w.seq, r.rank, model.num_layers
+    n_gpus = w.gpus
+
+    weights = m.base_weight_bytes(model, r)
+    qconst = m.quant_constant_bytes(model, r)
+    adapters = m.lora_adapter_bytes(model, r, rank)
+    grads = m.gradient_bytes(model, r, rank)
+    layer_grads = m.layer_gradient_bytes(model, r, rank)
+    opt_alloc, opt_paged = m.optimizer_state_bytes(model, r, rank)
+    opt_step = m.optimizer_step_transient_bytes(model, r, rank)
+    n_train = m.trainable_params(model, r, rank)
+
+    # --- multi-GPU: per-GPU shares (FSDP full shard) and extra buffers ---------------------------------
+    ddp_buckets = 0
+    fsdp_gather = 0
+    if n_gpus > 1 and w.shard == "fsdp":
+        per_layer_weights = (weights - m.rotary_buffer_bytes(model)) // max(L, 1)
+        fsdp_gather = 2 * per_layer_weights  # the unit being used and the prefetched next one
+        weights = cdiv_shard(weights, n_gpus)
+        adapters = cdiv_shard(adapters, n_gpus)
+        grads = cdiv_shard(grads, n_gpus) + layer_grads  # sharded + one unit's unsharded reduce-scatter input
+        opt_alloc, opt_paged = cdiv_shard(opt_alloc, n_gpus), cdiv_shard(opt_paged, n_gpus)
+        opt_step = cdiv_shard(opt_step, n_gpus)
+    elif n_gpus > 1 and w.shard == "ddp":
+        ddp_buckets = grads  # gradient_as_bucket_view=False: buckets are a second copy of the grads
+
+    # --- activations ----------------------------------------------------------------------------------
+    per_layer = m.layer_activation_bytes(model, r, T, S, rank)
+    gc_in = m.checkpoint_input_bytes(model, r, T)
+    base_act = m.batch_tensor_bytes(model, T) + m.rope_bytes(model, r, T)
+    fnorm = m.final_norm_bytes(model, T)
+    head_copy = m.head_weight_copy_bytes(model, r)
+    loss = m.loss_bytes(model, r, T)
+    ws = m.working_set_bytes(model, r, T)
+    dq = m.dequant_buffer_bytes(model, r)
+    if r.grad_ckpt:
+        held_layers = L * gc_in
+        fwd_layers = L * gc_in + per_layer
+        top_layers = L * gc_in + per_layer
+        bottom_layers = gc_in + per_layer
+    else:
+        first_layer_adj = 0
+        if not r.upcast and r.method != "full":
+            first_layer_adj = T * (4 * model.hidden_size + m.RMSNORM_SAVED_SCALAR)
+        held_layers = L * per_layer - first_layer_adj
+        fwd_layers = held_layers + ws["forward"]
+        top_layers = held_layers
+        bottom_layers = per_layer
+    fwd_end = base_act + held_layers + fnorm + head_copy
+
+    hopper = bool(s.gpu and s.gpu.is_hopper_or_newer)
+    context = m.cuda_context_bytes()
+    cublas = m.cublas_workspace_bytes(hopper)
+
+    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0):
+        churn = act + g + step + kernel
+        slack = m.allocator_slack_bytes(churn)
+        allocated = weights + qconst + adapters + g + opt_alloc + step + act + cublas + kernel + fsdp_gather
+        reserved = allocated + slack
+        device = reserved + context + opt_paged
+        return {
+            "phase": phase,
+            "where": where,
+            "weights": weights + fsdp_gather,
+            "quant_constants": qconst,
+            "adapters": adapters,
+            "gradients": g,
+            "optimizer": opt_alloc + opt_paged + step,
+            "activations": act,
+            "overhead": context + cublas + slack + kernel,
+            "allocated": allocated,
+            "reserved": reserved,
+            "device": device,
+            "tensor": weights + fsdp_gather + qconst + adapters + g + opt_alloc + opt_paged + step + act,
+            "slack": slack,
+        }
+
+    load = state("load", "between steps", 0, 0)
+    fwd = state("forward", "last decoder layer", base_act + fwd_layers, 0, kernel=dq["forward"])
+    loss_fwd = state("loss", "cross-entropy forward", fwd_end + loss["forward"], 0)
+    bwd_states = [
+        state("backward", "log_softmax backward", fwd_end + loss["backward"], 0),
+        state("backward", "last decoder layer", base_act + top_layers + ws["backward"] + dq["backward"],
+              layer_grads + ddp_buckets),
+        state("backward", "first decoder layer", base_act + bottom_layers + ws["backward"] + dq["backward"],
+              grads + ddp_buckets),
+    ]
+    bwd = _pick(bwd_states)
+    opt = state("optimizer", "optimizer.step()", base_act, grads + ddp_buckets, step=opt_step)
+    states = [load, fwd, loss_fwd, bwd, opt]
+    peak = _pick(states)
+
+    phases = tuple(
+        Phase(st["phase"], {k: st[k] for k in COMPONENTS}, st["allocated"], st["reserved"], st["device"],
+              st["tensor"], st["where"])
+        for st in states
+    )
+    detail = {
+        "trainable_params": n_train,
+        "lora_param_bytes": adapters,
+        "paged_optimizer_bytes": opt_paged,
+        "optimizer_step_transient_bytes": opt_step,
+        "layer_activation_bytes": per_layer,
+        "checkpoint_input_bytes_per_layer": gc_in if r.grad_ckpt else 0,
+        "logits_bytes": T * model.vocab_size * m.logits_bytes_per_element(r),
+        "loss_forward_bytes": loss["forward"],
+        "loss_backward_bytes": loss["backward"],
+        "lm_head_autocast_copy_bytes": head_copy,
+        "dequant_forward_bytes": dq["forward"],
+        "dequant_backward_bytes": dq["backward"],
+        "backward_working_set_bytes": ws["backward"],
+        "cuda_context_bytes": context,
+        "cublas_workspace_bytes": cublas,
+        "allocator_slack_bytes": peak["slack"],
+        "kbit_prep_upcast_bytes": _upcast_bytes(s),
+        "ddp_bucket_bytes": ddp_buckets,
+        "fsdp_gathered_bytes": fsdp_gather,
+        "attention": m.effective_attn(model, r),
+    }
+    return Breakdown(
+        scenario=s,
+        components={k: peak[k] for k in COMPONENTS},
+        peak_bytes=peak["device"],
+        peak_reserved_bytes=peak["reserved"],
+        peak_allocated_bytes=peak["allocated"],
+        peak_tensor_bytes=peak["tensor"],
+        peak_phase=peak["phase"],
+        phases=phases,
+        detail=detail,
+        trainable_params=n_train,
+        notes=tuple(_notes(s, opt_paged)),
+    )
+
+
+def cdiv_shard(x, n: int):
+    """Per-GPU share of a sharded quantity (FSDP pads the flat parameter to a multiple of the world size)."""
+    return m.cdiv(x, n)
+
+
+def _upcast_bytes(s: Scenario) -> int:
+    """What prepare_model_for_kbit_training's fp32 upcast adds over keeping the 16-bit copies."""
+    r = s.recipe
+    if not r.upcast:
+        return 0
+    from dataclasses import replace
+
+    return m.base_weight_bytes(s.model, r) - m.base_weight_bytes(s.model, replace(r, kbit_prep=False))
+
+
+def _notes(s: Scenario, opt_paged) -> list[str]:
+    model, r = s.model, s.recipe
+    notes = []
+    if m.effective_attn(model, r) != r.attn:
+        notes.append(f"{model.model_type} has no SDPA path in transformers 5.23; eager attention is modelled")
+    if model.is_moe:
+        notes.append("MoE experts are fused 3-D parameters in transformers 5.23: 4-bit loading leaves them in "
+                     f"{r.dtype}; expert routing activations are approximate")
+    if OPTIMIZERS[r.optimizer][2] and int(opt_paged) > 0:
+        notes.append("paged optimizer state lives in CUDA managed memory: counted in peak_bytes (NVML), not in "
+                     "torch's allocated/reserved; it can be evicted to CPU RAM under pressure")
+    return notes
+
+
+def plan(model, methods=("lora", "qlora"), *, gpu: GpuSpec | None = None, workload=None, **knobs) -> list:
+    """Plan several methods of the same model and workload; knobs override each method's default recipe.
+
+    Example::
+
+        plan(load_model("7b"), gpu=resolve_gpu("24gb"), rank=64)
+    """
+    from dataclasses import replace
+
+    from .spec import Workload
+
+    out = []
+    for method in methods:
+        recipe = replace(Recipe.default(method), **knobs)
+        out.append(plan_scenario(Scenario(model, recipe, workload or Workload(), gpu)))
+    return out

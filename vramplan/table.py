@@ -1,0 +1,152 @@
+"""Rich tables for people: the LoRA vs QLoRA comparison, the catalogues. Bytes become GiB only here."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .units import fmt_gib, gib
+
+_LABELS = {
+    "weights": "base weights",
+    "quant_constants": "quant constants",
+    "adapters": "LoRA adapters",
+    "gradients": "gradients",
+    "optimizer": "optimizer state",
+    "activations": "activations + loss",
+    "overhead": "overhead (CUDA, slack)",
+}
+_METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full FT"}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _num(b: int) -> str:
+    return f"{gib(b):.2f}"
+
+
+def _gpu_label(gpu) -> str:
+    if gpu.name == f"{gib(gpu.memory_bytes):g} GiB":
+        return f"  ·  {gpu.name} GPU"
+    return f"  ·  {gpu.name} ({fmt_gib(gpu.memory_bytes)})"
+
+
+def verdict(plan) -> str:
+    """'fits, 3.21 GiB to spare' / 'over by 1.20 GiB' / 'no GPU given'."""
+    if plan.fits is None:
+        return "no GPU given"
+    if plan.fits:
+        return f"fits, {fmt_gib(plan.headroom_bytes)} to spare"
+    return f"over by {fmt_gib(-plan.headroom_bytes)}"
+
+
+def render_comparison(shape, plans, gpu, timeline: bool = False) -> None:
+    """Print components per method, the three peaks, the phase of the peak and the verdict."""
+    from rich.table import Table
+
+    from .plan import COMPONENTS
+
+    w = plans[0].scenario.workload
+    con = _console()
+    head = (f"{shape.name}  {shape.params / 1e9:.2f}B params  ·  seq {w.seq} × batch {w.batch}"
+            + (f"  ·  {w.gpus} GPUs ({w.shard}), per GPU" if w.gpus > 1 else "")
+            + (_gpu_label(gpu) if gpu else ""))
+    table = Table(title=head, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("GiB", justify="left")
+    for p in plans:
+        table.add_column(_METHOD_LABELS[p.method], justify="right")
+    for c in COMPONENTS:
+        table.add_row(_LABELS[c], *(_num(p.components[c]) for p in plans))
+    table.add_section()
+    table.add_row("peak (nvidia-smi)", *(_num(p.peak_bytes) for p in plans), style="bold")
+    table.add_row("torch max reserved", *(_num(p.peak_reserved_bytes) for p in plans))
+    table.add_row("torch max allocated", *(_num(p.peak_allocated_bytes) for p in plans))
+    table.add_row("peak falls in", *(p.peak_phase for p in plans))
+    table.add_row("trainable params", *(f"{p.trainable_params / 1e6:,.1f} M" for p in plans))
+    if gpu is not None:
+        table.add_section()
+        table.add_row("verdict", *(verdict(p) for p in plans), style="bold")
+    con.print(table)
+    if timeline:
+        t = Table(title="step timeline (device GiB)", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("phase")
+        for p in plans:
+            t.add_column(_METHOD_LABELS[p.method], justify="right")
+        for k in range(len(plans[0].phases)):
+            t.add_row(plans[0].phases[k].name, *(_num(p.phases[k].device_bytes) for p in plans))
+        con.print(t)
+    recipe_lines = []
+    for p in plans:
+        r = p.scenario.recipe
+        bits = [f"{r.dtype}"]
+        if r.quantized:
+            bits.append(f"{r.quant}{'+dq' if r.double_quant else ''}")
+            bits.append("kbit-prep" if r.kbit_prep else "no kbit-prep")
+        if r.trains_adapters:
+            bits.append(f"r={r.rank} {','.join(r.targets)} {r.adapter_dtype} adapters dropout {r.dropout:g}")
+        bits += [r.optimizer, "grad-ckpt" if r.grad_ckpt else "no grad-ckpt", p.detail["attention"]]
+        recipe_lines.append(f"{_METHOD_LABELS[p.method]}: " + ", ".join(bits))
+    for line in recipe_lines:
+        con.print(line, style="dim")
+    seen = set()
+    for p in plans:
+        for n in p.notes:
+            if n not in seen:
+                seen.add(n)
+                con.print(f"note: {n}", style="dim")
+
+
+def render_models(as_json: bool) -> None:
+    """List catalogue models with their shorthands."""
+    from .models import SHORTHANDS, catalog_index, load_model
+
+    index = catalog_index()
+    rows = []
+    for stem in sorted(index):
+        shape = load_model(stem)
+        short = [k for k, v in SHORTHANDS.items() if v == stem]
+        rows.append({"name": stem, "repo": index[stem]["repo"], "shorthands": short, "params": shape.params,
+                     "model_type": shape.model_type, "layers": shape.num_layers, "hidden": shape.hidden_size,
+                     "vocab": shape.vocab_size})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("name", "shorthand", "Hub repo", "params", "type", "layers", "hidden", "vocab"):
+        t.add_column(col, justify="right" if col in ("params", "layers", "hidden", "vocab") else "left")
+    for r in rows:
+        t.add_row(r["name"], ",".join(r["shorthands"]), r["repo"], f"{r['params'] / 1e9:.2f}B", r["model_type"],
+                  str(r["layers"]), str(r["hidden"]), str(r["vocab"]))
+    _console().print(t)
+
+
+def render_gpus(as_json: bool) -> None:
+    """List catalogue GPUs."""
+    from .gpus import catalog
+
+    cards = catalog()
+    if as_json:
+        click.echo(json.dumps([
+            {"id": g.id, "name": g.name, "memory_bytes": g.memory_bytes, "segment": g.segment,
+             "compute_capability": g.compute_capability, "bf16_tflops": g.bf16_tflops,
+             "bandwidth_gbps": g.bandwidth_gbps, "price_usd": g.price_usd, "rent_usd_per_hour": g.rent_usd_per_hour}
+            for g in cards], indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(show_edge=False, pad_edge=False)
+    for col, right in (("id", False), ("name", False), ("memory", True), ("bf16 TFLOP/s", True),
+                       ("GB/s", True), ("price $", True), ("$/hour", True)):
+        t.add_column(col, justify="right" if right else "left")
+    for g in cards:
+        t.add_row(g.id, g.name, fmt_gib(g.memory_bytes), f"{g.bf16_tflops:g}" if g.bf16_tflops else "-",
+                  f"{g.bandwidth_gbps:g}" if g.bandwidth_gbps else "-", f"{g.price_usd:,.0f}" if g.price_usd else "-",
+                  f"{g.rent_usd_per_hour:.2f}" if g.rent_usd_per_hour else "-")
+    _console().print(t)
