@@ -4,7 +4,8 @@ Every function takes the model shape (plain ints) and recipe knobs. Numeric knob
 Python ints *or* numpy integer arrays of scenarios: the formulas use only ``+ - * //`` and the helpers
 below, so the sweep engine evaluates a whole grid with the same code that plans one scenario.
 
-Facts and their sources are in docs/memory-model.md; the constants below cite the code they come from.
+Each constant cites the library code or the report it comes from; tests/test_memory.py and
+tests/test_real_objects.py hold the formulas to measured and real-object bytes.
 Versions modelled: torch 2.13, transformers 5.23, peft 0.21.2, bitsandbytes 0.50.2.
 """
 

@@ -62,6 +62,7 @@ class Breakdown:
     peak_allocated_bytes: int
     peak_tensor_bytes: int
     peak_phase: str
+    peak_where: str
     phases: tuple
     detail: dict
     trainable_params: int
@@ -93,6 +94,7 @@ class Breakdown:
             "peak_allocated_bytes": int(self.peak_allocated_bytes),
             "peak_tensor_bytes": int(self.peak_tensor_bytes),
             "peak_phase": self.peak_phase,
+            "peak_where": self.peak_where,
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
             "trainable_params": int(self.trainable_params),
@@ -278,6 +280,7 @@ def plan_scenario(s: Scenario) -> Breakdown:
         peak_allocated_bytes=peak["allocated"],
         peak_tensor_bytes=peak["tensor"],
         peak_phase=peak["phase"],
+        peak_where=peak["where"],
         phases=phases,
         detail=detail,
         trainable_params=n_train,

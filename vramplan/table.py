@@ -56,7 +56,8 @@ def render_comparison(shape, plans, gpu, timeline: bool = False) -> None:
     head = (f"{shape.name}  {shape.params / 1e9:.2f}B params  ·  seq {w.seq} × batch {w.batch}"
             + (f"  ·  {w.gpus} GPUs ({w.shard}), per GPU" if w.gpus > 1 else "")
             + (_gpu_label(gpu) if gpu else ""))
-    table = Table(title=head, title_justify="left", show_edge=False, pad_edge=False)
+    con.print(head, style="bold")
+    table = Table(show_edge=False, pad_edge=False)
     table.add_column("GiB", justify="left")
     for p in plans:
         table.add_column(_METHOD_LABELS[p.method], justify="right")
@@ -67,18 +68,22 @@ def render_comparison(shape, plans, gpu, timeline: bool = False) -> None:
     table.add_row("torch max reserved", *(_num(p.peak_reserved_bytes) for p in plans))
     table.add_row("torch max allocated", *(_num(p.peak_allocated_bytes) for p in plans))
     table.add_row("peak falls in", *(p.peak_phase for p in plans))
+    table.add_row("", *(p.peak_where for p in plans), style="dim")
     table.add_row("trainable params", *(f"{p.trainable_params / 1e6:,.1f} M" for p in plans))
     if gpu is not None:
         table.add_section()
         table.add_row("verdict", *(verdict(p) for p in plans), style="bold")
     con.print(table)
     if timeline:
-        t = Table(title="step timeline (device GiB)", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("phase")
+        con.print()
+        t = Table(show_edge=False, pad_edge=False)
+        t.add_column("step timeline (GiB)")
+        t.add_column("where")
         for p in plans:
             t.add_column(_METHOD_LABELS[p.method], justify="right")
         for k in range(len(plans[0].phases)):
-            t.add_row(plans[0].phases[k].name, *(_num(p.phases[k].device_bytes) for p in plans))
+            t.add_row(plans[0].phases[k].name, plans[-1].phases[k].where,
+                      *(_num(p.phases[k].device_bytes) for p in plans))
         con.print(t)
     recipe_lines = []
     for p in plans:
