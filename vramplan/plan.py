@@ -140,21 +140,24 @@ def _pick(states: list[dict]) -> dict:
     out = {}
     for key in states[0]:
         vals = [s[key] for s in states]
-        if isinstance(vals[0], str):
-            out[key] = np.array(vals, dtype=object)[idx]
+        if isinstance(vals[0], str) or getattr(vals[0], "dtype", None) == object:
+            stacked = np.stack([np.broadcast_to(np.asarray(v, dtype=object), idx.shape) for v in vals])
+            out[key] = np.take_along_axis(stacked, idx[None, ...], axis=0)[0]
         else:
-            stacked = np.stack(np.broadcast_arrays(*[np.asarray(v) for v in vals]))
+            stacked = np.stack([np.broadcast_to(np.asarray(v), idx.shape) for v in vals])
             out[key] = np.take_along_axis(stacked, idx[None, ...], axis=0)[0]
     return out
 
 
-def plan_scenario(s: Scenario) -> Breakdown:
-    """Predict the memory of one scenario (one method). Pure: no I/O, no torch."""
-    model, r, w = s.model, s.recipe, s.workload
-    r.validate()
-    w.validate()
-    T, S, rank, L = w.tokens, w.seq, r.rank, model.num_layers
-    n_gpus = w.gpus
+def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = "none", hopper: bool = False):
+    """The five phase states and the peak state of a step. ``seq``, ``batch`` and ``rank`` may be ints or
+    numpy integer arrays (broadcast together); the recipe's other knobs and the GPU count are scalars.
+
+    Returns ``(states, peak, detail)``: dicts of component bytes plus "allocated", "reserved", "device",
+    "tensor", "slack", "phase" and "where".
+    """
+    T, S, L = seq * batch, seq, model.num_layers
+    n_gpus = gpus
 
     weights = m.base_weight_bytes(model, r)
     qconst = m.quant_constant_bytes(model, r)
@@ -168,7 +171,7 @@ def plan_scenario(s: Scenario) -> Breakdown:
     # --- multi-GPU: per-GPU shares (FSDP full shard) and extra buffers ---------------------------------
     ddp_buckets = 0
     fsdp_gather = 0
-    if n_gpus > 1 and w.shard == "fsdp":
+    if n_gpus > 1 and shard == "fsdp":
         per_layer_weights = (weights - m.rotary_buffer_bytes(model)) // max(L, 1)
         fsdp_gather = 2 * per_layer_weights  # the unit being used and the prefetched next one
         weights = cdiv_shard(weights, n_gpus)
@@ -176,7 +179,7 @@ def plan_scenario(s: Scenario) -> Breakdown:
         grads = cdiv_shard(grads, n_gpus) + layer_grads  # sharded + one unit's unsharded reduce-scatter input
         opt_alloc, opt_paged = cdiv_shard(opt_alloc, n_gpus), cdiv_shard(opt_paged, n_gpus)
         opt_step = cdiv_shard(opt_step, n_gpus)
-    elif n_gpus > 1 and w.shard == "ddp":
+    elif n_gpus > 1 and shard == "ddp":
         ddp_buckets = grads  # gradient_as_bucket_view=False: buckets are a second copy of the grads
 
     # --- activations ----------------------------------------------------------------------------------
@@ -203,7 +206,6 @@ def plan_scenario(s: Scenario) -> Breakdown:
         bottom_layers = per_layer
     fwd_end = base_act + held_layers + fnorm + head_copy
 
-    hopper = bool(s.gpu and s.gpu.is_hopper_or_newer)
     context = m.cuda_context_bytes()
     cublas = m.cublas_workspace_bytes(hopper)
 
@@ -244,12 +246,6 @@ def plan_scenario(s: Scenario) -> Breakdown:
     opt = state("optimizer", "optimizer.step()", base_act, grads + ddp_buckets, step=opt_step)
     states = [load, fwd, loss_fwd, bwd, opt]
     peak = _pick(states)
-
-    phases = tuple(
-        Phase(st["phase"], {k: st[k] for k in COMPONENTS}, st["allocated"], st["reserved"], st["device"],
-              st["tensor"], st["where"])
-        for st in states
-    )
     detail = {
         "trainable_params": n_train,
         "lora_param_bytes": adapters,
@@ -267,11 +263,27 @@ def plan_scenario(s: Scenario) -> Breakdown:
         "cuda_context_bytes": context,
         "cublas_workspace_bytes": cublas,
         "allocator_slack_bytes": peak["slack"],
-        "kbit_prep_upcast_bytes": _upcast_bytes(s),
+        "kbit_prep_upcast_bytes": _upcast_bytes(model, r),
         "ddp_bucket_bytes": ddp_buckets,
         "fsdp_gathered_bytes": fsdp_gather,
         "attention": m.effective_attn(model, r),
     }
+    return states, peak, detail
+
+
+def plan_scenario(s: Scenario) -> Breakdown:
+    """Predict the memory of one scenario (one method). Pure: no I/O, no torch."""
+    model, r, w = s.model, s.recipe, s.workload
+    r.validate()
+    w.validate()
+    states, peak, detail = evaluate(model, r, seq=w.seq, batch=w.batch, rank=r.rank, gpus=w.gpus, shard=w.shard,
+                                    hopper=bool(s.gpu and s.gpu.is_hopper_or_newer))
+
+    phases = tuple(
+        Phase(st["phase"], {k: st[k] for k in COMPONENTS}, st["allocated"], st["reserved"], st["device"],
+              st["tensor"], st["where"])
+        for st in states
+    )
     return Breakdown(
         scenario=s,
         components={k: peak[k] for k in COMPONENTS},
@@ -283,8 +295,8 @@ def plan_scenario(s: Scenario) -> Breakdown:
         peak_where=peak["where"],
         phases=phases,
         detail=detail,
-        trainable_params=n_train,
-        notes=tuple(_notes(s, opt_paged)),
+        trainable_params=detail["trainable_params"],
+        notes=tuple(_notes(s, detail["paged_optimizer_bytes"])),
     )
 
 
@@ -293,14 +305,13 @@ def cdiv_shard(x, n: int):
     return m.cdiv(x, n)
 
 
-def _upcast_bytes(s: Scenario) -> int:
+def _upcast_bytes(model, r: Recipe) -> int:
     """What prepare_model_for_kbit_training's fp32 upcast adds over keeping the 16-bit copies."""
-    r = s.recipe
     if not r.upcast:
         return 0
     from dataclasses import replace
 
-    return m.base_weight_bytes(s.model, r) - m.base_weight_bytes(s.model, replace(r, kbit_prep=False))
+    return m.base_weight_bytes(model, r) - m.base_weight_bytes(model, replace(r, kbit_prep=False))
 
 
 def _notes(s: Scenario, opt_paged) -> list[str]:
