@@ -49,6 +49,9 @@ ALLOC_ROUND = 512  # kMinBlockSize: every allocation is rounded up to 512 B (CUD
 # --- transformers / torch activations -------------------------------------------------------------
 BATCH_TENSOR_BYTES_PER_TOKEN = 3 * 8  # input_ids, attention_mask, labels: int64 each
 RMSNORM_SAVED_SCALAR = 4  # fp32 rsqrt per token saved by each RMSNorm
+# Dropout keeps a mask per element: CUDA's fused native_dropout returns a bool mask (1 B). (On CPU,
+# _dropout_impl saves a noise tensor in the input dtype instead: aten/src/ATen/native/Dropout.cpp.)
+DROPOUT_MASK_BYTES = 1
 LOSS_BWD_BYTES_PER_LOGIT = 12  # log_softmax output + its grad + grad_input, all fp32 (section 6)
 LOSS_HELD_BYTES_PER_LOGIT = 4  # log_softmax output saved for backward (fp32)
 
@@ -300,7 +303,7 @@ def _lora_input_bytes(in_f: int, x_bytes: int, recipe: Recipe, modules: int, alr
     """
     lora_in_bytes = 2 if recipe.autocast else dtype_bytes(recipe.adapter_dtype)
     if recipe.dropout > 0:
-        return modules * in_f * (1 + lora_in_bytes)
+        return modules * in_f * (DROPOUT_MASK_BYTES + lora_in_bytes)
     if x_bytes != lora_in_bytes:
         return modules * in_f * lora_in_bytes
     return 0 if already_saved else in_f * x_bytes
