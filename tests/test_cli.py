@@ -59,6 +59,11 @@ def test_local_config_path(capsys, tmp_path):
     assert by_file["plans"] == json.loads(out2)["plans"] == json.loads(out3)["plans"]
 
 
+def test_moe_default_dropout_is_zero(capsys):
+    code, out, _ = run(capsys, "plan", "47b", "--json", "--method", "qlora")
+    assert code == 0 and json.loads(out)["plans"][0]["recipe"]["dropout"] == 0.0
+
+
 def test_main_job_prints_table(capsys):
     code, out, _ = run(capsys, "7b", "--gpu", "24gb")
     assert code == 0
@@ -83,6 +88,7 @@ def test_main_job_prints_table(capsys):
         (["meta-llama/Not-A-Model"], "is not in the catalogue and nothing is fetched by default; add --online"),
         (["7b", "--gpu", "0gb"], "must be positive"),
         (["7b", "--frobnicate"], "No such option '--frobnicate'"),
+        (["47b", "--dropout", "0.1"], "peft cannot apply LoRA dropout to the fused experts of mixtral-8x7b"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, args, message):

@@ -23,6 +23,8 @@ from vramplan.spec import Recipe, Scenario, Workload  # noqa: E402
 ], ids=["qlora", "lora", "qlora-nogc-8bit", "lora-eager-foreach", "full"])
 def test_grid_equals_scalar(name, recipe):
     shape, gpu = load_model(name), resolve_gpu("h100")
+    if shape.is_moe:
+        recipe = replace(recipe, dropout=0.0)  # peft refuses dropout on fused experts
     rng = np.random.default_rng(0)
     seq = rng.choice([1, 77, 512, 2048, 4096, 8192, 32768], size=40)
     batch = rng.integers(1, 9, size=40)

@@ -19,6 +19,13 @@ recipes = st.builds(
     st.sampled_from([0.0, 0.05, 0.1]), st.sampled_from(sorted(OPTIMIZERS)), st.booleans(),
     st.sampled_from(["sdpa", "eager", "flash"]), st.booleans(), st.sampled_from(["fp32", "bf16"]),
 )
+
+
+def _runnable(name, recipe):
+    """peft refuses LoRA dropout on fused MoE experts; the planner refuses it too (tested in test_cli)."""
+    return replace(recipe, dropout=0.0) if load_model(name).is_moe else recipe
+
+
 seqs = st.sampled_from([1, 128, 512, 1000, 2048, 4096, 8192, 32768])
 batches = st.integers(min_value=1, max_value=16)
 
@@ -26,7 +33,7 @@ batches = st.integers(min_value=1, max_value=16)
 @settings(max_examples=300, deadline=None)
 @given(models, recipes, seqs, batches)
 def test_components_sum_to_peak(name, recipe, seq, batch):
-    b = plan_scenario(Scenario(load_model(name), recipe, Workload(seq, batch)))
+    b = plan_scenario(Scenario(load_model(name), _runnable(name, recipe), Workload(seq, batch)))
     assert sum(b.components[c] for c in COMPONENTS) == b.peak_bytes
     assert all(isinstance(b.components[c], int) and b.components[c] >= 0 for c in COMPONENTS)
     assert b.peak_allocated_bytes <= b.peak_reserved_bytes <= b.peak_bytes
@@ -37,7 +44,7 @@ def test_components_sum_to_peak(name, recipe, seq, batch):
 @given(models, recipes, seqs, batches, st.sampled_from(["seq", "batch", "rank"]))
 def test_memory_never_falls_as_seq_batch_or_rank_grow(name, recipe, seq, batch, knob):
     shape = load_model(name)
-    small = Scenario(shape, recipe, Workload(seq, batch))
+    small = Scenario(shape, _runnable(name, recipe), Workload(seq, batch))
     if knob == "seq":
         big = small.with_(seq=seq * 2)
     elif knob == "batch":

@@ -11,7 +11,8 @@ same config dict that built the model, and every component function must equal t
 What is compared (all counts are ``numel * element_size`` of distinct storages, so tied weights count once):
 
 * ``base_weight_bytes``: every parameter and buffer of the model except the LoRA parameters, measured twice:
-  right after loading (+ kbit prep) and again after the training step (nothing may grow or change dtype).
+  after the training step (the state during training). A step changes nothing but the dtype of Linear4bit biases
+  (the first ``Linear4bit.forward`` casts them in place to the compute dtype), which is checked separately.
   Packed ``Params4bit`` data counts here; ``QuantState`` tensors do not.
 * ``quant_constant_bytes``: every tensor held by each ``Linear4bit``'s ``QuantState`` (absmax, code, offset and,
   with double quant, the nested ``state2`` absmax and code), counted per layer.
@@ -38,9 +39,9 @@ Mixtral recipes use dropout 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -101,10 +102,10 @@ CONFIGS: dict[str, dict] = {
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=24, vocab_size=VOCAB,
         max_position_embeddings=256, dtype="bfloat16", pad_token_id=0, bos_token_id=2, eos_token_id=1,
     ),
-    # fused 3-D experts (left in bf16 by 4-bit loading), router "gate". r=4: gate_up lora_B (220, 2*4*4) = 7040
-    # elements = 27.5 blocks of 256 for the 8-bit optimizer.
+    # fused 3-D experts (left in bf16 by 4-bit loading), router "gate". The CPU grouped_mm experts kernel needs
+    # 16-byte strides, so intermediate_size is a multiple of 8. r=4: gate_up lora_B (208, 2*4*4) has 6656 elements.
     "mixtral": dict(
-        model_type="mixtral", architectures=["MixtralForCausalLM"], hidden_size=64, intermediate_size=110,
+        model_type="mixtral", architectures=["MixtralForCausalLM"], hidden_size=64, intermediate_size=104,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
         num_experts_per_tok=2, vocab_size=VOCAB, max_position_embeddings=256, tie_word_embeddings=False,
         dtype="bfloat16",
@@ -222,6 +223,10 @@ def quant_constant_bytes_of(model) -> int:
     return total
 
 
+def linear4bit_bias_bytes_of(model) -> int:
+    return sum(_nbytes(m.bias) for m in linear4bit_modules(model) if m.bias is not None)
+
+
 def lora_bytes_of(model) -> int:
     return distinct_bytes(p for n, p in model.named_parameters() if _is_lora(n) and p.requires_grad)
 
@@ -308,6 +313,8 @@ class Built:
     base_loaded: int  # after loading (+ kbit prep), before peft
     quant_loaded: int
     lora: int
+    bias4_loaded: int = 0  # bytes of the Linear4bit biases, after loading and after the step
+    bias4_after_step: int = 0
     base_after_step: int = 0
     quant_after_step: int = 0
     grads: int = 0
@@ -330,12 +337,13 @@ def built(checkpoints, tmp_path_factory):
             warnings.simplefilter("ignore")
             model = load_base(path, recipe, tmp_path_factory.mktemp(f"{case}-prequant"))
             base_loaded = base_bytes_of(model)
+            bias4_loaded = linear4bit_bias_bytes_of(model)
             quant_loaded = quant_constant_bytes_of(model)
             if recipe.trains_adapters:
                 model = peft.get_peft_model(model, _lora_config(recipe),
                                             autocast_adapter_dtype=recipe.adapter_dtype == "fp32")
             b = Built(arch, recipe, shape, model, os.path.join(path, "config.json"), base_loaded, quant_loaded,
-                      lora_bytes_of(model), n_linear4bit=len(linear4bit_modules(model)))
+                      lora_bytes_of(model), bias4_loaded=bias4_loaded, n_linear4bit=len(linear4bit_modules(model)))
             model.train()  # the Linear4bit CPU inference repack only happens in eval mode without grad
             torch.manual_seed(1)
             ids = torch.randint(0, VOCAB, (2, 16))
@@ -345,6 +353,7 @@ def built(checkpoints, tmp_path_factory):
         b.grads = distinct_bytes(p.grad for p in trainable_params_of(model))
         assert all(p.grad is not None for p in trainable_params_of(model))
         b.base_after_step = base_bytes_of(model)
+        b.bias4_after_step = linear4bit_bias_bytes_of(model)
         b.quant_after_step = quant_constant_bytes_of(model)
         cache[case] = b
         return b
@@ -360,7 +369,7 @@ def built(checkpoints, tmp_path_factory):
 def test_real_saved_config_gives_same_shape(arch, checkpoints):
     """The config.json transformers writes (all defaults filled in) gives the same inventory as the dict."""
     shape = shape_from_config(CONFIGS[arch], name=f"tiny-{arch}")
-    saved = read_config(__import__("pathlib").Path(checkpoints(arch)) / "config.json")
+    saved = read_config(Path(checkpoints(arch)) / "config.json")
     again = shape_from_config(saved, name=f"tiny-{arch}")
     assert again.groups == shape.groups
     assert again.tie_word_embeddings == shape.tie_word_embeddings
@@ -369,10 +378,12 @@ def test_real_saved_config_gives_same_shape(arch, checkpoints):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_real_base_weight_bytes(case, built):
+    """The base model as it sits during training (after a step). The only thing a step changes is the dtype of
+    Linear4bit biases (see test_real_linear4bit_bias_dtype); everything else is byte-identical to the loaded model."""
     b = built(case)
     expected = memory.base_weight_bytes(b.shape, b.recipe)
-    assert b.base_loaded == expected, f"after loading: real {b.base_loaded} B, planner {expected} B"
-    assert b.base_after_step == expected, f"after a training step: real {b.base_after_step} B, planner {expected} B"
+    assert b.base_loaded - b.bias4_loaded == b.base_after_step - b.bias4_after_step
+    assert b.base_after_step == expected, f"during training: real {b.base_after_step} B, planner {expected} B"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -468,3 +479,22 @@ def test_real_optimizer_state_bytes(case, optimizer, built):
         big = [p for p in params if p.numel() >= memory.BNB_MIN_8BIT_SIZE]
         small = [p for p in params if p.numel() < memory.BNB_MIN_8BIT_SIZE]
         assert (torch.uint8 in dtypes) == bool(big) and (torch.float32 in dtypes) == bool(small)
+
+
+@pytest.mark.parametrize("case", [c for c in QUANT_CASES if CASES[c][0] == "qwen2"])
+def test_real_linear4bit_bias_dtype(case, built):
+    """Pins the mechanism behind the bias bytes: prepare_model_for_kbit_training upcasts Linear4bit biases to fp32,
+    and the first Linear4bit.forward casts them in place to the compute dtype (bitsandbytes nn/modules.py
+    ``bias.data = bias.data.to(x.dtype)`` after ``x = x.to(self.compute_dtype)``), so during training they are
+    bf16 whatever the upcast."""
+    b = built(case)
+    biases = [m.bias for m in linear4bit_modules(b.model) if m.bias is not None]
+    assert biases and {t.dtype for t in biases} == {torch.bfloat16}
+
+
+def test_real_mixtral_experts_refuse_lora_dropout(checkpoints):
+    """peft's lora.ParamWrapper (the fused 3-D experts) raises for lora_dropout != 0: a Mixtral recipe must use 0."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints("mixtral"), dtype=torch.bfloat16,
+                                                             device_map="cpu")
+    with pytest.raises(ValueError, match="lora_dropout"):
+        peft.get_peft_model(model, _lora_config(_recipe("lora", rank=4, dropout=0.05)))

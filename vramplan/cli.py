@@ -79,6 +79,9 @@ def _build(model: str, gpu: str | None, kw: dict):
     workload.validate()
     gpu_spec = resolve_gpu(gpu) if gpu is not None else None
     shape = load_model(model, online=kw["online"])
+    dropout = kw["dropout"]
+    if shape.is_moe and kw.get("dropout_is_default") and kw["targets"] == "all-linear":
+        dropout = 0.0  # peft cannot apply dropout to fused experts: the tutorial default would not start
     scenarios = []
     for method in methods:
         base = Recipe.default(method)
@@ -86,7 +89,7 @@ def _build(model: str, gpu: str | None, kw: dict):
             base,
             dtype=kw["dtype"], quant=kw["quant"], double_quant=kw["double_quant"], blocksize=kw["blocksize"],
             kbit_prep=kw["kbit_prep"] if method == "qlora" else False, rank=kw["rank"], alpha=kw["alpha"],
-            dropout=kw["dropout"], targets=targets, adapter_dtype=kw["adapter_dtype"],
+            dropout=dropout, targets=targets, adapter_dtype=kw["adapter_dtype"],
             optimizer=kw["optimizer"] or base.optimizer, grad_ckpt=kw["grad_ckpt"], attn=kw["attn"],
             autocast=kw["autocast"],
         )
@@ -98,6 +101,8 @@ def _build(model: str, gpu: str | None, kw: dict):
 def _plans(model, gpu, kw):
     from .plan import plan_scenario
 
+    ctx = click.get_current_context()
+    kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
     shape, scenarios, gpu_spec = _build(model, gpu, kw)
     return shape, [plan_scenario(s) for s in scenarios], gpu_spec
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .memory import check_recipe
 from .plan import COMPONENTS, evaluate
 from .spec import GpuSpec, ModelShape, Recipe, Workload
 
@@ -32,6 +33,7 @@ def plan_grid(model: ModelShape, recipe: Recipe, *, seq, batch, rank=None, gpus:
         Workload(seq=s_, batch=b_, gpus=gpus, shard=shard).validate()
     replace(recipe, rank=int(rank.min())).validate()
     replace(recipe, rank=int(rank.max())).validate()
+    check_recipe(model, recipe)
     states, peak, detail = evaluate(model, recipe, seq=seq, batch=batch, rank=rank, gpus=gpus, shard=shard,
                                     hopper=bool(gpu and gpu.is_hopper_or_newer))
     cols = {"seq": seq, "batch": batch, "rank": rank, "tokens": seq * batch}

@@ -101,6 +101,12 @@ def rotary_buffer_bytes(model: ModelShape) -> int:
     return 2 * 4 * (model.head_dim // 2)
 
 
+def buffer_bytes(model: ModelShape, recipe: Recipe) -> int:
+    """Non-parameter buffers: rotary tables (fp32), and Gemma 2's 0-dim ``embed_scale`` in the load dtype
+    (Gemma2TextScaledWordEmbedding; buffers are not upcast by kbit prep)."""
+    return rotary_buffer_bytes(model) + (dtype_bytes(recipe.dtype) if model.scaled_embedding else 0)
+
+
 def packed_4bit_bytes(numel: int) -> int:
     """bnb quantize_4bit output: two 4-bit codes per byte, (n+1)//2 bytes (_ops.py), whatever quant_storage."""
     return (numel + 1) // 2
@@ -115,12 +121,14 @@ def base_weight_bytes(model: ModelShape, recipe: Recipe) -> int:
     Leaves out: nothing at tensor level; 512 B allocator rounding is in the overhead.
     """
     b = _param_dtype_bytes(recipe)
-    total = rotary_buffer_bytes(model)
+    total = buffer_bytes(model, recipe)
     for g in model.groups:
         if g.tied:
             continue
         if recipe.quantized and g.quantized:
-            total += g.count * (packed_4bit_bytes(g.numel) + g.bias * b)
+            # Linear4bit.forward casts its bias in place to the compute dtype (bnb nn/modules.py
+            # `self.bias.data = self.bias.data.to(x.dtype)`), undoing kbit prep's fp32 upcast after step one.
+            total += g.count * (packed_4bit_bytes(g.numel) + g.bias * dtype_bytes(recipe.dtype))
         else:
             total += g.count * (g.numel + g.bias) * b
     return total
@@ -164,6 +172,15 @@ def lora_groups(model: ModelShape, recipe: Recipe) -> list[ParamGroup]:
             )
         names = set(recipe.targets)
     return [g for g in model.groups if g.lora_target in names]
+
+
+def check_recipe(model: ModelShape, recipe: Recipe) -> None:
+    """Refuse recipes the real libraries refuse: peft's ParamWrapper (fused MoE experts) raises on dropout."""
+    if recipe.trains_adapters and recipe.dropout > 0 and any(g.kind == "experts" for g in lora_groups(model, recipe)):
+        raise ScenarioError(
+            f"peft cannot apply LoRA dropout to the fused experts of {model.name} (ParamWrapper raises); use "
+            f"--dropout 0, or --targets without experts, e.g. --targets q_proj,k_proj,v_proj,o_proj"
+        )
 
 
 def lora_tensor_shapes(model: ModelShape, recipe: Recipe, rank):
@@ -247,9 +264,9 @@ def optimizer_state_bytes(model: ModelShape, recipe: Recipe, rank) -> tuple:
         for numel, count in shapes:
             alloc += count * (2 * numel * pb + (4 if impl == "torch_fused" else 0))
         return alloc, paged_bytes
-    # bitsandbytes
-    if bits == 8:
-        alloc += BNB_QMAP_BYTES
+    # bitsandbytes: the two shared qmaps reach the GPU only with the first 8-bit state (optimizer.py init_state)
+    if bits == 8 and shapes:
+        alloc += BNB_QMAP_BYTES * _ge(vmax(*(n for n, _ in shapes)), BNB_MIN_8BIT_SIZE)
     for numel, count in shapes:
         if bits == 8:
             is8 = _ge(numel, BNB_MIN_8BIT_SIZE)

@@ -309,5 +309,6 @@ def shape_from_config(cfg: dict, *, name: str, source: str = "") -> ModelShape:
         final_softcap=_float_or_none(cfg, "final_logit_softcapping", where=where),
         sliding_window=sliding,
         sdpa_supported=model_type != "gemma2",  # Gemma2PreTrainedModel._supports_sdpa = False (softcapping)
+        scaled_embedding=model_type == "gemma2",
         source=source,
     )

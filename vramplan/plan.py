@@ -172,7 +172,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     ddp_buckets = 0
     fsdp_gather = 0
     if n_gpus > 1 and shard == "fsdp":
-        per_layer_weights = (weights - m.rotary_buffer_bytes(model)) // max(L, 1)
+        per_layer_weights = (weights - m.buffer_bytes(model, r)) // max(L, 1)
         fsdp_gather = 2 * per_layer_weights  # the unit being used and the prefetched next one
         weights = cdiv_shard(weights, n_gpus)
         adapters = cdiv_shard(adapters, n_gpus)
@@ -276,6 +276,7 @@ def plan_scenario(s: Scenario) -> Breakdown:
     model, r, w = s.model, s.recipe, s.workload
     r.validate()
     w.validate()
+    m.check_recipe(model, r)
     states, peak, detail = evaluate(model, r, seq=w.seq, batch=w.batch, rank=r.rank, gpus=w.gpus, shard=w.shard,
                                     hopper=bool(s.gpu and s.gpu.is_hopper_or_newer))
 

@@ -107,6 +107,7 @@ class ModelShape:
     final_softcap: float | None = None
     sliding_window: int | None = None
     sdpa_supported: bool = True
+    scaled_embedding: bool = False  # Gemma 2 multiplies embeddings by a stored sqrt(hidden) scalar
     source: str = ""
 
     @property
