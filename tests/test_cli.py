@@ -164,3 +164,14 @@ def test_every_command_has_help_with_an_example():
 
     for name, cmd in cli.commands.items():
         assert cmd.help and "Example:" in cmd.help, name
+
+
+def test_readme_shows_the_real_output_of_the_main_job():
+    """The README's example output is what `vramplan 7b --gpu 24gb` prints today (80 columns, no colour)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ vramplan 7b --gpu 24gb\n", 1)[1].split("```", 1)[0]
+    out = subprocess.run([sys.executable, "-m", "vramplan", "7b", "--gpu", "24gb"], capture_output=True, text=True,
+                         check=True, env={"COLUMNS": "80", "PATH": "", "TERM": "dumb"}).stdout
+    assert [line.rstrip() for line in out.splitlines()] == [line.rstrip() for line in block.splitlines()]
