@@ -115,7 +115,7 @@ def plan_json(shape, plans, gpu_spec) -> dict:
         "gpu": gpu_spec.to_dict() if gpu_spec else None,
         "workload": {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard},
         "plans": [p.to_dict() for p in plans],
-        "models_versions": {"torch": "2.13", "transformers": "5.23.0", "peft": "0.21.2", "bitsandbytes": "0.50.2"},
+        "modelled_versions": {"torch": "2.13", "transformers": "5.23.0", "peft": "0.21.2", "bitsandbytes": "0.50.2"},
     }
 
 
