@@ -92,3 +92,22 @@ def test_quantized_modules_and_lora_targets(stem):
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     recipe = Recipe.default("qlora")
     assert m.trainable_params(shape, recipe, 4) == trainable
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3"])
+@pytest.mark.parametrize("attention_bias, mlp_bias", [(True, True), (False, False)])
+def test_bias_flags_follow_each_class(model_type, attention_bias, mlp_bias):
+    """Some classes read attention_bias / mlp_bias from the config, others hard-code biases: same count."""
+    from vramplan.models import shape_from_config
+
+    cfg = {"model_type": model_type, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 128,
+           "attention_bias": attention_bias, "mlp_bias": mlp_bias, "pad_token_id": 0, "bos_token_id": 1,
+           "eos_token_id": 2}
+    if model_type == "mixtral":
+        cfg.update(num_local_experts=4, num_experts_per_tok=2)
+    shape = shape_from_config(dict(cfg), name="tiny")
+    mt = cfg.pop("model_type")
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(mt, **cfg))
+    assert shape.params == sum(p.numel() for p in model.parameters())

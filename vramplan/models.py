@@ -225,8 +225,11 @@ def shape_from_config(cfg: dict, *, name: str, source: str = "") -> ModelShape:
 
     qd, kvd = n_heads * head_dim, n_kv * head_dim
     L = n_layers
-    attn_bias = bool(cfg.get("attention_bias", model_type == "qwen2"))
-    mlp_bias = bool(cfg.get("mlp_bias", False))
+    # Bias rules as each transformers 5.23 class hard-codes them: only llama reads mlp_bias; llama, qwen3 and
+    # gemma2 read attention_bias; qwen2 always biases q/k/v (never o); mistral, mixtral and phi3 never bias.
+    reads_attention_bias = model_type in ("llama", "qwen3", "gemma2")
+    attn_bias = model_type == "qwen2" or (reads_attention_bias and bool(cfg.get("attention_bias", False)))
+    mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
     groups: list[ParamGroup] = [ParamGroup("model.embed_tokens", "embedding", (vocab, h))]
 
     def lin(path: str, target: str, out_f: int, in_f: int, bias: bool) -> ParamGroup:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import memory as m
-from .spec import OPTIMIZERS, GpuSpec, Recipe, Scenario
+from .spec import OPTIMIZERS, Recipe, Scenario
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "overhead")
 PHASES = ("load", "forward", "loss", "backward", "optimizer")
@@ -174,11 +174,11 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     if n_gpus > 1 and shard == "fsdp":
         per_layer_weights = (weights - m.buffer_bytes(model, r)) // max(L, 1)
         fsdp_gather = 2 * per_layer_weights  # the unit being used and the prefetched next one
-        weights = cdiv_shard(weights, n_gpus)
-        adapters = cdiv_shard(adapters, n_gpus)
-        grads = cdiv_shard(grads, n_gpus) + layer_grads  # sharded + one unit's unsharded reduce-scatter input
-        opt_alloc, opt_paged = cdiv_shard(opt_alloc, n_gpus), cdiv_shard(opt_paged, n_gpus)
-        opt_step = cdiv_shard(opt_step, n_gpus)
+        weights = m.cdiv(weights, n_gpus)
+        adapters = m.cdiv(adapters, n_gpus)
+        grads = m.cdiv(grads, n_gpus) + layer_grads  # sharded + one unit's unsharded reduce-scatter input
+        opt_alloc, opt_paged = m.cdiv(opt_alloc, n_gpus), m.cdiv(opt_paged, n_gpus)
+        opt_step = m.cdiv(opt_step, n_gpus)
     elif n_gpus > 1 and shard == "ddp":
         ddp_buckets = grads  # gradient_as_bucket_view=False: buckets are a second copy of the grads
 
@@ -301,11 +301,6 @@ def plan_scenario(s: Scenario) -> Breakdown:
     )
 
 
-def cdiv_shard(x, n: int):
-    """Per-GPU share of a sharded quantity (FSDP pads the flat parameter to a multiple of the world size)."""
-    return m.cdiv(x, n)
-
-
 def _upcast_bytes(model, r: Recipe) -> int:
     """What prepare_model_for_kbit_training's fp32 upcast adds over keeping the 16-bit copies."""
     if not r.upcast:
@@ -327,21 +322,3 @@ def _notes(s: Scenario, opt_paged) -> list[str]:
         notes.append("paged optimizer state lives in CUDA managed memory: counted in peak_bytes (NVML), not in "
                      "torch's allocated/reserved; it can be evicted to CPU RAM under pressure")
     return notes
-
-
-def plan(model, methods=("lora", "qlora"), *, gpu: GpuSpec | None = None, workload=None, **knobs) -> list:
-    """Plan several methods of the same model and workload; knobs override each method's default recipe.
-
-    Example::
-
-        plan(load_model("7b"), gpu=resolve_gpu("24gb"), rank=64)
-    """
-    from dataclasses import replace
-
-    from .spec import Workload
-
-    out = []
-    for method in methods:
-        recipe = replace(Recipe.default(method), **knobs)
-        out.append(plan_scenario(Scenario(model, recipe, workload or Workload(), gpu)))
-    return out

@@ -39,12 +39,3 @@ def gib(n_bytes: int) -> float:
 def fmt_gib(n_bytes: int, digits: int = 2) -> str:
     """Format bytes as "12.34 GiB" (binary: 1 GiB = 1024**3 B)."""
     return f"{n_bytes / GiB:.{digits}f} GiB"
-
-
-def fmt_bytes(n_bytes: int) -> str:
-    """Format bytes with the largest binary unit that keeps the value >= 1 ("512 B", "3.5 MiB", "12.34 GiB")."""
-    n = abs(n_bytes)
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= size:
-            return f"{n_bytes / size:.2f} {unit}"
-    return f"{n_bytes} B"
