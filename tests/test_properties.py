@@ -53,6 +53,10 @@ def test_memory_never_falls_as_seq_batch_or_rank_grow(name, recipe, seq, batch, 
         big = small.with_(rank=recipe.rank * 2)
     a, b = plan_scenario(small), plan_scenario(big)
     assert b.peak_bytes >= a.peak_bytes
+    if knob == "rank" and OPTIMIZERS[recipe.optimizer][2]:
+        # bitsandbytes pages only state tensors of >= 100,000 elements: a larger rank moves adapters' state
+        # from the allocator into managed memory, so torch's allocated peak may fall while the device peak grows
+        return
     assert b.peak_allocated_bytes >= a.peak_allocated_bytes
 
 

@@ -11,12 +11,44 @@ from .errors import VramplanError
 
 DEFAULT_COMMAND = "compare"
 
+# Commands that live in their own modules, imported only when invoked (or listed by --help), so that
+# `vramplan plan` never pays for them. Each module imports only click and vramplan at its top level.
+LAZY_COMMANDS = {
+    "trace": "vramplan.cli_trace:trace_cmd",
+    "profile": "vramplan.cli_profile:profile_cmd",
+    "sweep": "vramplan.cli_sweep:sweep_cmd",
+    "report": "vramplan.cli_report:report_cmd",
+}
+
 
 class _DefaultGroup(click.Group):
     """``vramplan MODEL ...`` runs the compare command; ``vramplan plan MODEL ...`` runs plan."""
 
+    def list_commands(self, ctx):
+        names = set(self.commands)
+        names.update(n for n in LAZY_COMMANDS if self._lazy(n) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        return self._lazy(name)
+
+    @staticmethod
+    def _lazy(name):
+        import importlib
+        import importlib.util
+
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        if importlib.util.find_spec(module) is None:
+            return None
+        return getattr(importlib.import_module(module), attr)
+
     def resolve_command(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and args[0] not in LAZY_COMMANDS and not args[0].startswith("-"):
             args = [DEFAULT_COMMAND, *args]
         return super().resolve_command(ctx, args)
 

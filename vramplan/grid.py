@@ -40,9 +40,9 @@ def plan_grid(model: ModelShape, recipe: Recipe, *, seq, batch, rank=None, gpus:
     for c in COMPONENTS:
         cols[c] = np.broadcast_to(np.asarray(peak[c], dtype=np.int64), seq.shape)
     cols["peak_bytes"] = np.broadcast_to(np.asarray(peak["device"], dtype=np.int64), seq.shape)
-    cols["peak_reserved_bytes"] = np.broadcast_to(np.asarray(peak["reserved"], dtype=np.int64), seq.shape)
-    cols["peak_allocated_bytes"] = np.broadcast_to(np.asarray(peak["allocated"], dtype=np.int64), seq.shape)
-    cols["peak_tensor_bytes"] = np.broadcast_to(np.asarray(peak["tensor"], dtype=np.int64), seq.shape)
+    cols["peak_reserved_bytes"] = np.broadcast_to(np.asarray(peak["max_reserved"], dtype=np.int64), seq.shape)
+    cols["peak_allocated_bytes"] = np.broadcast_to(np.asarray(peak["max_allocated"], dtype=np.int64), seq.shape)
+    cols["peak_tensor_bytes"] = np.broadcast_to(np.asarray(peak["max_tensor"], dtype=np.int64), seq.shape)
     cols["peak_phase"] = np.broadcast_to(np.asarray(peak["phase"], dtype=object), seq.shape)
     if gpu is not None:
         cols["fits"] = cols["peak_bytes"] <= gpu.memory_bytes

@@ -149,6 +149,16 @@ def _pick(states: list[dict]) -> dict:
     return out
 
 
+def _max(values):
+    """max() of ints, or the element-wise maximum when some are numpy arrays."""
+    values = list(values)
+    if not any(hasattr(v, "shape") for v in values):
+        return max(values)
+    import numpy as np
+
+    return np.maximum.reduce(np.broadcast_arrays(*values))
+
+
 def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = "none", hopper: bool = False):
     """The five phase states and the peak state of a step. ``seq``, ``batch`` and ``rank`` may be ints or
     numpy integer arrays (broadcast together); the recipe's other knobs and the GPU count are scalars.
@@ -246,6 +256,11 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     opt = state("optimizer", "optimizer.step()", base_act, grads + ddp_buckets, step=opt_step)
     states = [load, fwd, loss_fwd, bwd, opt]
     peak = _pick(states)
+    # torch's max_memory_allocated/reserved are maxima over the whole step, not values at the NVML peak: with
+    # paged state the device peak can fall in a phase where the allocator holds less than elsewhere.
+    every = [load, fwd, loss_fwd, *bwd_states, opt]
+    peak = dict(peak, max_allocated=_max(s["allocated"] for s in every), max_reserved=_max(s["reserved"] for s in every),
+                max_tensor=_max(s["tensor"] for s in every))
     detail = {
         "trainable_params": n_train,
         "lora_param_bytes": adapters,
@@ -289,9 +304,9 @@ def plan_scenario(s: Scenario) -> Breakdown:
         scenario=s,
         components={k: peak[k] for k in COMPONENTS},
         peak_bytes=peak["device"],
-        peak_reserved_bytes=peak["reserved"],
-        peak_allocated_bytes=peak["allocated"],
-        peak_tensor_bytes=peak["tensor"],
+        peak_reserved_bytes=peak["max_reserved"],
+        peak_allocated_bytes=peak["max_allocated"],
+        peak_tensor_bytes=peak["max_tensor"],
         peak_phase=peak["phase"],
         peak_where=peak["where"],
         phases=phases,
