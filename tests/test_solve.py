@@ -1,0 +1,182 @@
+"""Solvers: the answer fits and one step more does not; equal to a brute-force scan of the grid."""
+
+from dataclasses import replace
+
+import pytest
+
+from vramplan.errors import ScenarioError
+from vramplan.gpus import catalog, resolve_gpu
+from vramplan.models import load_model
+from vramplan.plan import plan_scenario
+from vramplan.solve import KNOB_LIMITS, max_fit, min_gpus, monotonic_rank_floor, smallest_gpu
+from vramplan.spec import GpuSpec, Recipe, Scenario, Workload
+
+GiB = 1024**3
+
+
+def _scenario(name, method, gpu, **changes):
+    recipe = Recipe.default(method)
+    if load_model(name).is_moe:
+        recipe = replace(recipe, dropout=0.0)
+    s = Scenario(load_model(name), recipe, Workload(seq=2048, batch=1), resolve_gpu(gpu))
+    return s.with_(**changes) if changes else s
+
+
+def _peak(s, **changes):
+    return plan_scenario(s.with_(**changes)).peak_bytes
+
+
+CASES = [
+    ("0.5b", "lora", "rtx3060"),
+    ("0.5b", "qlora", "8gb"),
+    ("1b", "qlora", "rtx3080"),
+    ("8b", "qlora", "rtx4090"),
+    ("8b", "lora", "a100-80gb"),
+    ("9b", "qlora", "l4"),  # Gemma 2: eager attention, memory quadratic in seq
+    ("47b", "qlora", "a100-80gb"),  # MoE
+    ("70b", "qlora", "h100"),
+    ("70b", "qlora", "h200"),
+]
+
+
+@pytest.mark.parametrize("name,method,gpu", CASES)
+@pytest.mark.parametrize("knob,step", [("seq", 1), ("seq", 256), ("batch", 1), ("rank", 1), ("rank", 8)])
+def test_answer_fits_and_one_step_more_does_not(name, method, gpu, knob, step):
+    s = _scenario(name, method, gpu)
+    cap = s.gpu.memory_bytes
+    v = max_fit(s, knob, step=step)
+    assert v % step == 0
+    if v == 0:
+        assert _peak(s, **{knob: step}) > cap
+        return
+    assert _peak(s, **{knob: v}) <= cap
+    if v + step <= KNOB_LIMITS[knob]:
+        assert _peak(s, **{knob: v + step}) > cap
+
+
+def test_known_answers():
+    # Llama-3.1-8B QLoRA (tutorial recipe, batch 1) on an RTX 4090 (24,564 MiB as NVML reports it)
+    s = _scenario("8b", "qlora", "rtx4090")
+    assert max_fit(s, "seq") == 7228
+    assert max_fit(s, "seq", step=256) == 7168
+    assert max_fit(s, "batch") == 3
+    assert max_fit(s, "rank") == 375
+
+
+def test_explicit_capacity_and_limit():
+    s = _scenario("8b", "qlora", "rtx4090")
+    cap = 16 * GiB
+    v = max_fit(s, "batch", cap)
+    assert v >= 1 and _peak(s, batch=v) <= cap < _peak(s, batch=v + 1)
+    assert max_fit(s, "batch", limit=2) == 2  # capped by the limit although 3 fits
+    assert max_fit(s, "seq", 1 * GiB) == 0  # the 4-bit weights alone are larger
+
+
+@pytest.mark.parametrize("name,method,gpu", [("0.5b", "lora", "rtx3060"), ("8b", "qlora", "rtx4090"),
+                                             ("70b", "qlora", "h200")])
+def test_batch_and_rank_equal_brute_force(name, method, gpu):
+    np = pytest.importorskip("numpy")
+    from vramplan.grid import plan_grid
+
+    s = _scenario(name, method, gpu)
+    cap = s.gpu.memory_bytes
+    for knob, hi in (("batch", 512), ("rank", KNOB_LIMITS["rank"])):
+        values = np.arange(1, hi + 1)
+        kw = {"seq": s.workload.seq, "batch": s.workload.batch, "rank": s.recipe.rank, knob: values}
+        cols = plan_grid(s.model, s.recipe, gpu=s.gpu, **kw)
+        fitting = values[cols["peak_bytes"] <= cap]
+        expect = int(fitting.max()) if len(fitting) else 0
+        assert max_fit(s, knob, limit=hi) == expect, knob
+
+
+@pytest.mark.parametrize("name,gpu", [("8b", "rtx4090"), ("9b", "l4")])
+def test_seq_equals_brute_force(name, gpu):
+    np = pytest.importorskip("numpy")
+    from vramplan.grid import plan_grid
+
+    s = _scenario(name, "qlora", gpu)
+    values = np.arange(16, 262_145, 16)
+    cols = plan_grid(s.model, s.recipe, seq=values, batch=1, gpu=s.gpu)
+    fitting = values[cols["peak_bytes"] <= s.gpu.memory_bytes]
+    assert max_fit(s, "seq", step=16, limit=262_144) == int(fitting.max())
+
+
+def test_rank_below_the_8bit_floor_is_scanned():
+    # Qwen2.5-0.5B (hidden 896): with 8-bit AdamW an adapter of rank 4 (3584 elements) keeps fp32 state and
+    # rank 5 (4480) gets 8-bit state, so the peak falls from rank 4 to rank 5.
+    s = _scenario("0.5b", "lora", "rtx3060", optimizer="adamw_8bit")
+    assert _peak(s, rank=5) < _peak(s, rank=4)
+    floor = monotonic_rank_floor(s)
+    assert floor == 32  # k_proj/v_proj lora_B: rank x 128 reaches 4096 at rank 32
+    # a capacity between the two peaks: rank 5 fits, rank 4 does not, nothing above 5 fits
+    cap = (_peak(s, rank=4) + _peak(s, rank=5)) // 2
+    assert _peak(s, rank=6) > cap
+    assert max_fit(s, "rank", cap) == 5
+    assert monotonic_rank_floor(_scenario("0.5b", "lora", "rtx3060")) == 1  # fp32 AdamW: monotonic
+
+
+def test_nothing_fits_returns_zero():
+    s = _scenario("70b", "lora", "rtx4090")
+    for knob in ("seq", "batch", "rank"):
+        assert max_fit(s, knob) == 0
+
+
+@pytest.mark.parametrize("name,method,gpu", [("70b", "qlora", "rtx4090"), ("70b", "lora", "a100-80gb"),
+                                             ("70b", "lora", "h100"), ("32b", "lora", "rtx4090"),
+                                             ("8b", "lora", "rtx3060"), ("47b", "qlora", "rtx3090")])
+def test_min_gpus_fits_and_one_fewer_does_not(name, method, gpu):
+    s = _scenario(name, method, gpu)
+    cap = s.gpu.memory_bytes
+    n = min_gpus(s, "fsdp")
+    assert n is not None and n > 1
+    assert _peak(s, gpus=n, shard="fsdp") <= cap
+    if n - 1 == 1:
+        assert _peak(s, gpus=1, shard="none") > cap
+    else:
+        assert _peak(s, gpus=n - 1, shard="fsdp") > cap
+
+
+def test_min_gpus_edge_cases():
+    s = _scenario("8b", "qlora", "rtx4090")
+    assert min_gpus(s) == 1 and min_gpus(s, "ddp") == 1
+    big = _scenario("70b", "qlora", "rtx4090")
+    assert min_gpus(big, "ddp") is None  # every DDP replica holds the whole model
+    n = min_gpus(big, "fsdp")
+    assert n is not None and n > 1
+    assert min_gpus(big, "fsdp", limit=n) == n and min_gpus(big, "fsdp", limit=n - 1) is None
+    tiny = _scenario("70b", "lora", "rtx3060")
+    assert min_gpus(tiny, "fsdp", limit=4) is None
+    with pytest.raises(ScenarioError, match="--shard 'none'"):
+        min_gpus(s, "none")
+
+
+def test_smallest_gpu():
+    s = _scenario("8b", "qlora", "rtx4090")
+    g = smallest_gpu(s)
+    assert g is not None and plan_scenario(replace(s, gpu=g)).peak_bytes <= g.memory_bytes
+    # every card with less memory does not fit
+    for other in catalog():
+        if other.memory_bytes < g.memory_bytes:
+            assert plan_scenario(replace(s, gpu=other)).peak_bytes > other.memory_bytes, other.id
+    assert smallest_gpu(_scenario("70b", "lora", "rtx4090"), [resolve_gpu("rtx4090")]) is None
+    custom = [GpuSpec("big", "big", 400 * GiB), GpuSpec("mid", "mid", 200 * GiB)]
+    assert smallest_gpu(_scenario("70b", "lora", "rtx4090"), custom).id == "mid"
+
+
+def test_errors_say_what_to_type():
+    s = Scenario(load_model("8b"), Recipe.default("qlora"))
+    with pytest.raises(ScenarioError, match="add --gpu"):
+        max_fit(s, "seq")
+    with pytest.raises(ScenarioError, match="add --gpu"):
+        min_gpus(s)
+    g = _scenario("8b", "qlora", "rtx4090")
+    with pytest.raises(ScenarioError, match="--max batch, --max seq or --max rank"):
+        max_fit(g, "gpus")
+    with pytest.raises(ScenarioError, match="positive step"):
+        max_fit(g, "seq", step=0)
+    with pytest.raises(ScenarioError, match="below the step"):
+        max_fit(g, "seq", step=256, limit=100)
+    with pytest.raises(ScenarioError, match="needs a LoRA method"):
+        max_fit(_scenario("8b", "full", "h100"), "rank")
+    with pytest.raises(ScenarioError, match="positive GPU memory"):
+        max_fit(g, "seq", 0)
