@@ -112,6 +112,50 @@ def load_model(name: str, *, online: bool = False) -> ModelShape:
     )
 
 
+def load_config(name: str, *, online: bool = False, layers: int | None = None) -> dict:
+    """The config.json dict behind what a user typed (as ``load_model`` resolves it), for code that builds the
+    real model (trace, profile). ``layers`` keeps only the first N decoder layers (small variants for tests).
+    """
+    shape = load_model(name, online=online)  # resolves and validates, with the same errors
+    stem = resolve_name(name)
+    if stem is not None:
+        cfg = json.loads(_catalog_dir().joinpath(f"{stem}.json").read_text(encoding="utf-8"))
+    elif Path(os.path.expanduser(name)).exists():
+        path = Path(os.path.expanduser(name))
+        cfg = read_config(path / "config.json" if path.is_dir() else path)
+    else:
+        from huggingface_hub import hf_hub_download
+
+        cfg = read_config(Path(hf_hub_download(name, "config.json")))
+    cfg = {k: v for k, v in cfg.items() if k != "_vramplan"}
+    if layers is not None:
+        cfg = with_layers(cfg, layers)
+    shape_from_config(cfg, name=shape.name, source=shape.source)  # the variant must still be readable
+    return cfg
+
+
+def with_layers(cfg: dict, layers: int) -> dict:
+    """A copy of a config with only the first ``layers`` decoder layers (per-layer lists trimmed to match)."""
+    if not isinstance(layers, int) or layers < 1:
+        raise ConfigError(f"--layers must be a positive whole number, not {layers!r}")
+    text = dict(cfg.get("text_config") or {}) if "num_hidden_layers" not in cfg and "text_config" in cfg else None
+    target = text if text is not None else dict(cfg)
+    total = target.get("num_hidden_layers")
+    if not isinstance(total, int):
+        raise ConfigError("config.json has no num_hidden_layers; cannot make a smaller variant")
+    if layers > total:
+        raise ConfigError(f"--layers {layers} is more than the model's {total} layers; use at most {total}")
+    target["num_hidden_layers"] = layers
+    for key in ("layer_types", "mlp_only_layers"):
+        if isinstance(target.get(key), list) and len(target[key]) == total:
+            target[key] = target[key][:layers]
+    if isinstance(target.get("max_window_layers"), int):
+        target["max_window_layers"] = min(target["max_window_layers"], layers)
+    if text is not None:
+        return dict(cfg, text_config=target)
+    return target
+
+
 @lru_cache(maxsize=64)
 def _load_catalog(stem: str) -> ModelShape:
     text = _catalog_dir().joinpath(f"{stem}.json").read_text(encoding="utf-8")

@@ -1,0 +1,178 @@
+"""Run the real training step on fake tensors (or real ones, for tiny models) and record live tensor memory.
+
+The step is the planner's step, run by the real libraries: a warm-up optimizer step creates the optimizer
+state (steady state, as in every step after the first), then the traced step runs forward (the model call,
+under autocast when the recipe says so, with ``labels`` so transformers computes the loss as Trainer does),
+backward, ``optimizer.step()`` and ``zero_grad(set_to_none=True)``. The phase switches from forward to loss
+when the output projection (lm_head) has run.
+
+What a trace sees: every tensor the step's code allocates, at CUDA's 512-byte granularity. What it cannot see:
+the CUDA context, cuBLAS workspaces, allocator caching and fragmentation, CUDA-only kernel buffers, and paging
+(on CPU bitsandbytes keeps paged optimizer state as ordinary tensors, so it is counted in full). The planner's
+``overhead`` component is therefore absent from a trace; compare tensor-level peaks.
+
+Autocast: ``Trainer(bf16=True)`` autocasts on CUDA; the trace uses CPU autocast, whose lower-precision op list
+covers the ops these models use (linear, matmul, bmm, baddbmm, addmm, scaled_dot_product_attention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from vramplan.errors import ScenarioError
+
+from .recipe import build_skeleton, make_optimizer, materialize, quant_state_tensors, require, torch_dtype
+from .tracker import COMPONENTS, make_tracker
+
+TRACE_PHASES = ("load", "forward", "loss", "backward", "optimizer")
+
+
+@dataclass
+class TraceResult:
+    """Live tensor memory of one traced step: per phase, the peak and its split into components."""
+
+    scenario: object
+    fake: bool
+    phases: list
+    peak_bytes: int
+    peak_phase: str
+    peak_where: str
+    components: dict
+    trainable_params: int
+    seconds: float
+    ops: int
+    loss: float | None = None
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The shape of one entry of ``vramplan plan --json``'s ``plans``, from measurement."""
+        comps = {c: int(self.components.get(c, 0)) for c in COMPONENTS}
+        comps["overhead"] = 0
+        return {
+            "method": self.scenario.recipe.method,
+            "source": "trace (fake tensors)" if self.fake else "trace (real tensors, CPU)",
+            "components": comps,
+            "peak_bytes": None,
+            "peak_reserved_bytes": None,
+            "peak_allocated_bytes": None,
+            "peak_tensor_bytes": int(self.peak_bytes),
+            "peak_phase": self.peak_phase,
+            "peak_where": self.peak_where,
+            "trainable_params": int(self.trainable_params),
+            "timeline": [
+                {"phase": p.phase, "where": p.where, "tensor_bytes": int(p.peak_bytes),
+                 "components": {c: int(p.components.get(c, 0)) for c in COMPONENTS}}
+                for p in self.phases
+            ],
+            "seconds": round(self.seconds, 3),
+            "ops": self.ops,
+            "notes": list(self.notes),
+        }
+
+
+def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=None, seed: int = 0) -> TraceResult:
+    """Trace one scenario (one method) built from ``config_dict``. ``progress(text)`` is told each stage."""
+    torch, _transformers, _peft = require("torch", "transformers", "peft")
+    recipe, workload = scenario.recipe, scenario.workload
+    if workload.gpus > 1:
+        raise ScenarioError("trace runs one process; trace a multi-GPU plan with --gpus 1 (memory per GPU differs)")
+    say = progress or (lambda _text: None)
+    needs_bnb = recipe.quantized or recipe.optimizer not in ("adamw", "adamw_torch", "sgd")
+    if needs_bnb:
+        require("bitsandbytes")
+        from .patches import prime_bitsandbytes
+
+        prime_bitsandbytes()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .patches import tracing_patches
+
+    t0 = time.perf_counter()
+    say("building the model on the meta device")
+    model, config = build_skeleton(config_dict, recipe)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    Tracker = make_tracker()
+    tracker = Tracker()
+    with tracing_patches(emulate_cuda_autocast=recipe.autocast):
+        say("making the tensors" + (" (fake)" if fake else ""))
+        with fake_mode:
+            built = materialize(model, config, recipe, fake=fake, seed=seed)
+        optimizer = make_optimizer(built.adapters, recipe)  # bitsandbytes builds its maps outside fake mode
+        n_train = sum(p.numel() for p in built.adapters)
+        loss_value = None
+        with fake_mode, tracker:
+            _register_static(tracker, built, optimizer)
+            hooks = [p.register_post_accumulate_grad_hook(lambda p: tracker.register(p.grad, "gradients"))
+                     for p in built.adapters]
+            say("warm-up optimizer step (creates the optimizer state)")
+            tracker.enter("warmup", component="optimizer")
+            for p in built.adapters:
+                p.grad = torch.zeros_like(p)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            tracker.enter("load")
+            head = model.get_output_embeddings()
+            switch = head.register_forward_hook(lambda *_: tracker.enter("loss") if tracker.phase == "forward"
+                                                else None)
+            say(f"forward ({config.num_hidden_layers} layers, {workload.batch} x {workload.seq} tokens)")
+            tracker.enter("forward")
+            g = torch.Generator().manual_seed(seed)
+            ids = torch.randint(0, config.vocab_size, (workload.batch, workload.seq), generator=g) if not fake \
+                else torch.zeros((workload.batch, workload.seq), dtype=torch.long)
+            labels = ids.clone()
+            autocast = (torch.autocast("cpu", dtype=torch_dtype(recipe.dtype)) if recipe.autocast
+                        else contextlib.nullcontext())
+            with autocast:
+                loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+            del ids, labels
+            switch.remove()
+            say("backward")
+            tracker.enter("backward")
+            loss.backward()
+            if not fake:
+                loss_value = float(loss.detach())
+            del loss
+            say("optimizer step")
+            tracker.enter("optimizer", component="optimizer")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tracker.enter("end")
+            for h in hooks:
+                h.remove()
+    phases = [tracker.phases[p] for p in TRACE_PHASES if p in tracker.phases]
+    top = max(phases, key=lambda p: p.peak_bytes)
+    notes = []
+    if recipe.optimizer.startswith("paged_"):
+        notes.append("paged optimizer state is counted as ordinary tensors (no paging without CUDA)")
+    return TraceResult(
+        scenario=scenario, fake=fake, phases=phases, peak_bytes=top.peak_bytes, peak_phase=top.phase,
+        peak_where=top.where, components=dict(top.components), trainable_params=n_train,
+        seconds=time.perf_counter() - t0, ops=tracker.ops, loss=loss_value, notes=notes,
+    )
+
+
+def _register_static(tracker, built, optimizer) -> None:
+    """Count what exists before the step: weights, quant constants, adapters, optimizer state and maps."""
+    import torch
+
+    adapters = {id(p) for p in built.adapters}
+    model = built.model
+    for p in model.parameters():
+        tracker.register(p, "adapters" if id(p) in adapters and built.recipe.trains_adapters else "weights")
+    for b in model.buffers():
+        tracker.register(b, "weights")
+    for state in built.quant_states:
+        for t in quant_state_tensors(state):
+            tracker.register(t, "quant_constants")
+    for state in optimizer.state.values():
+        for v in state.values():
+            if torch.is_tensor(v):
+                tracker.register(v, "optimizer")
+    # bitsandbytes' two 8-bit maps reach the GPU only with the first state tensor of >= 4096 elements
+    if any(p.numel() >= 4096 for p in built.adapters):
+        for v in getattr(optimizer, "name2qmap", {}).values():
+            if torch.is_tensor(v):
+                tracker.register(v, "optimizer")
