@@ -180,3 +180,52 @@ def test_errors_say_what_to_type():
         max_fit(_scenario("8b", "full", "h100"), "rank")
     with pytest.raises(ScenarioError, match="positive GPU memory"):
         max_fit(g, "seq", 0)
+
+
+# --- multi-GPU memory (per GPU) ----------------------------------------------------------------------------
+
+
+def test_fsdp_per_gpu_bytes_by_hand():
+    # Llama-3.1-8B, bf16 LoRA r=16 all-linear, 4 GPUs, FSDP full shard
+    s = Scenario(load_model("8b"), Recipe.default("lora"), Workload(gpus=4, shard="fsdp"))
+    b = plan_scenario(s)
+    root = 2 * 128256 * 4096 * 2 + 4096 * 2  # embed_tokens + lm_head (bf16) + final norm
+    layer = 2 * (2 * 4096 * 4096 + 2 * 1024 * 4096 + 3 * 14336 * 4096 + 2 * 4096)  # q,o + k,v + MLP + 2 norms
+    adapters = 4 * 16 * 32 * (4096 + 4096 + 4096 + 1024 + 4096 + 1024 + 4096 + 4096 + 4096 + 14336 + 4096
+                                + 14336 + 14336 + 4096)  # fp32 A (r x in) + B (out x r), 7 modules x 32 layers
+    assert adapters == 167_772_160
+    gathered = root + 2 * (layer + adapters // 32)
+    rotary = 2 * 4 * 64
+    assert b.detail["fsdp_gathered_bytes"] == gathered == 2_984_288_256
+    assert b.components["weights"] == -(-root // 4) + 32 * -(-layer // 4) + rotary + gathered == 6_999_419_392
+    assert b.components["adapters"] == adapters // 4
+    assert b.detail["fsdp_reduce_scatter_bytes"] == adapters // 32 + adapters // 32 // 4
+    one = plan_scenario(s.with_(gpus=1, shard="none"))
+    assert b.components["optimizer"] == one.components["optimizer"] // 4  # fused AdamW: 2 moments + step
+    assert b.components["activations"] == one.components["activations"]  # each GPU runs its own micro-batch
+
+
+def test_fsdp_keeps_quant_constants_whole_and_shards_packed_weights():
+    s = Scenario(load_model("70b"), Recipe.default("qlora"), Workload())
+    one, eight = plan_scenario(s), plan_scenario(s.with_(gpus=8, shard="fsdp"))
+    assert eight.components["quant_constants"] == one.components["quant_constants"]
+    shards = eight.components["weights"] - eight.detail["fsdp_gathered_bytes"]
+    assert abs(shards - one.components["weights"] / 8) < 4096  # ceil per unit and the unsharded buffers
+
+
+def test_ddp_buckets_copy_the_gradients():
+    s = Scenario(load_model("8b"), Recipe.default("lora"), Workload(gpus=2, shard="ddp"))
+    b, one = plan_scenario(s), plan_scenario(s.with_(gpus=1, shard="none"))
+    grads = 167_772_160  # 41.9 M fp32 adapter gradients
+    assert b.detail["ddp_bucket_bytes"] == grads
+    assert b.detail["ddp_bucket_count"] == 7  # 25 MiB buckets
+    opt_one = next(p for p in one.phases if p.name == "optimizer")
+    opt_two = next(p for p in b.phases if p.name == "optimizer")
+    assert opt_two.components["gradients"] - opt_one.components["gradients"] == grads
+    assert b.components["weights"] == one.components["weights"]  # replicated
+
+
+def test_fsdp_per_gpu_peak_never_grows_with_gpus():
+    s = Scenario(load_model("70b"), Recipe.default("qlora"), Workload())
+    peaks = [plan_scenario(s.with_(gpus=n, shard="fsdp")).peak_bytes for n in range(2, 33)]
+    assert all(b <= a for a, b in zip(peaks, peaks[1:]))

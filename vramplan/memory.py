@@ -518,3 +518,75 @@ def cublas_workspace_bytes(hopper: bool) -> int:
 def allocator_slack_bytes(churn_bytes):
     """Reserved minus allocated at the peak: a stated fraction of the memory that churns in the step."""
     return churn_bytes * ALLOCATOR_SLACK_FRACTION_PCT // 100
+
+
+# --------------------------------------------------------------------------------------------------
+# multi-GPU: FSDP full shard and DDP (per-GPU figures)
+
+# DDP groups gradients into buckets of bucket_cap_mb = 25 MiB (torch DistributedDataParallel default; the HF
+# Trainer's ddp_bucket_cap_mb=None keeps it). With gradient_as_bucket_view=False (the default, the Trainer
+# does not set it) each bucket is a flat tensor beside the .grad tensors: a second copy of every gradient.
+DDP_BUCKET_CAP_BYTES = 25 * MiB
+DDP_GRADIENT_AS_BUCKET_VIEW = False
+
+
+def _stored_param_bytes(model: ModelShape, recipe: Recipe, groups) -> int:
+    """Bytes of the given parameter groups as they sit on the GPU (packed 4-bit or the parameter dtype),
+    buffers excluded: ``base_weight_bytes`` restricted to those groups."""
+    from dataclasses import replace
+
+    return base_weight_bytes(replace(model, groups=tuple(groups)), recipe) - buffer_bytes(model, recipe)
+
+
+def _is_layer_group(model: ModelShape, g: ParamGroup) -> bool:
+    return g.name.startswith("model.layers.") and g.count >= model.num_layers
+
+
+def fsdp_root_unit_bytes(model: ModelShape, recipe: Recipe) -> int:
+    """Parameters outside the decoder layers (embeddings, final norm, untied lm_head): FSDP's root unit.
+
+    The root unit is not resharded after forward (FSDP2 sets reshard_after_forward=False on the root, FSDP1
+    skips the root's reshard: backward needs it at once), so it is whole on every GPU from forward to the end
+    of backward.
+    """
+    return _stored_param_bytes(model, recipe, [g for g in model.groups if not _is_layer_group(model, g)])
+
+
+def fsdp_layer_unit_bytes(model: ModelShape, recipe: Recipe) -> int:
+    """Parameters of one decoder layer as stored (packed 4-bit weights in their storage bytes): one FSDP unit
+    (transformers' auto-wrap policy wraps each decoder layer; LoRA layers are their own small units)."""
+    per = _stored_param_bytes(model, recipe, [g for g in model.groups if _is_layer_group(model, g)])
+    return cdiv(per, model.num_layers)
+
+
+def fsdp_param_share_bytes(model: ModelShape, recipe: Recipe, n_gpus: int) -> int:
+    """One GPU's shard of every parameter (flat parameters padded to a multiple of n: ceil per unit),
+    plus the buffers, which FSDP does not shard."""
+    root = fsdp_root_unit_bytes(model, recipe)
+    layer = fsdp_layer_unit_bytes(model, recipe)
+    return cdiv(root, n_gpus) + model.num_layers * cdiv(layer, n_gpus) + buffer_bytes(model, recipe)
+
+
+def fsdp_gathered_bytes(model: ModelShape, recipe: Recipe, adapter_bytes) -> int:
+    """Unsharded parameters alive at once on every GPU during forward and backward: the root unit, the
+    decoder-layer unit in use and the next one, prefetched (forward_prefetch / BACKWARD_PRE), with their LoRA
+    units. The shards stay allocated beside them. Counted in the stored dtype: an upper bound when FSDP's
+    mixed precision gathers fp32 parameters in bf16.
+    """
+    layer_adapters = cdiv(adapter_bytes, model.num_layers)
+    return fsdp_root_unit_bytes(model, recipe) + 2 * (fsdp_layer_unit_bytes(model, recipe) + layer_adapters)
+
+
+def fsdp_reduce_scatter_bytes(layer_grad_bytes, n_gpus: int):
+    """One unit's unsharded gradient (the reduce-scatter input) and its output shard."""
+    return layer_grad_bytes + cdiv(layer_grad_bytes, n_gpus)
+
+
+def ddp_bucket_bytes(grad_bytes):
+    """DDP gradient buckets: a copy of every gradient (gradient_as_bucket_view=False), 0 as bucket views."""
+    return 0 if DDP_GRADIENT_AS_BUCKET_VIEW else grad_bytes
+
+
+def ddp_bucket_count(grad_bytes):
+    """Number of 25 MiB buckets the gradients fill (the first bucket is capped at 1 MiB by DDP: +1 at most)."""
+    return cdiv(grad_bytes, DDP_BUCKET_CAP_BYTES)

@@ -178,19 +178,29 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     opt_step = m.optimizer_step_transient_bytes(model, r, rank)
     n_train = m.trainable_params(model, r, rank)
 
-    # --- multi-GPU: per-GPU shares (FSDP full shard) and extra buffers ---------------------------------
+    # --- multi-GPU: per-GPU figures ------------------------------------------------------------------
+    # FSDP full shard: every parameter (packed 4-bit storage included: bnb_4bit_quant_storage makes it a
+    # float tensor FSDP can flatten), adapter, gradient and optimizer state is split n ways; the 4-bit
+    # quantization constants are not parameters and stay whole on every GPU (bitsandbytes PR #970,
+    # AnswerDotAI/fsdp_qlora PR #4: quant_state is attached to every rank's Linear4bit). On top: the root
+    # unit, the unit in use and the prefetched one, gathered; one unit's unsharded gradient and its shard
+    # around the reduce-scatter. DDP: each GPU holds the whole job plus the gradient buckets.
     ddp_buckets = 0
     fsdp_gather = 0
+    multi_detail = {"ddp_bucket_count": 0, "fsdp_reduce_scatter_bytes": 0}
     if n_gpus > 1 and shard == "fsdp":
-        per_layer_weights = (weights - m.buffer_bytes(model, r)) // max(L, 1)
-        fsdp_gather = 2 * per_layer_weights  # the unit being used and the prefetched next one
-        weights = m.cdiv(weights, n_gpus)
+        fsdp_gather = m.fsdp_gathered_bytes(model, r, adapters)
+        weights = m.fsdp_param_share_bytes(model, r, n_gpus)
         adapters = m.cdiv(adapters, n_gpus)
-        grads = m.cdiv(grads, n_gpus) + layer_grads  # sharded + one unit's unsharded reduce-scatter input
+        rs = m.fsdp_reduce_scatter_bytes(layer_grads, n_gpus)
+        multi_detail["fsdp_reduce_scatter_bytes"] = rs
+        grads = m.cdiv(grads, n_gpus) + rs
+        layer_grads = rs
         opt_alloc, opt_paged = m.cdiv(opt_alloc, n_gpus), m.cdiv(opt_paged, n_gpus)
         opt_step = m.cdiv(opt_step, n_gpus)
     elif n_gpus > 1 and shard == "ddp":
-        ddp_buckets = grads  # gradient_as_bucket_view=False: buckets are a second copy of the grads
+        ddp_buckets = m.ddp_bucket_bytes(grads)
+        multi_detail["ddp_bucket_count"] = m.ddp_bucket_count(grads)
 
     # --- activations ----------------------------------------------------------------------------------
     per_layer = m.layer_activation_bytes(model, r, T, S, rank)
@@ -281,6 +291,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
         "kbit_prep_upcast_bytes": _upcast_bytes(model, r),
         "ddp_bucket_bytes": ddp_buckets,
         "fsdp_gathered_bytes": fsdp_gather,
+        **multi_detail,
         "attention": m.effective_attn(model, r),
     }
     return states, peak, detail
