@@ -193,14 +193,21 @@ def compare_cmd(model, gpu, as_json, **kw):
 @click.argument("model")
 @click.option("--gpu", default=None, help="A card (rtx4090, a100-80gb, h100) or a size (24gb = 24 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (integer bytes) instead of a table.")
+@click.option("--max", "max_knob", type=click.Choice(["seq", "batch", "rank"]), default=None,
+              help="Solve for the largest sequence length, micro-batch or LoRA rank that fits --gpu.")
+@click.option("--step", type=int, default=1, show_default=True, help="With --max: answer a multiple of this.")
 @_knobs
-def plan_cmd(model, gpu, as_json, **kw):
-    """The analytical plan of one or both methods.
+def plan_cmd(model, gpu, as_json, max_knob, step, **kw):
+    """The analytical plan of one or both methods; with --max, the largest seq / batch / rank that fits.
 
     Example:
 
         vramplan plan meta-llama/Llama-3.1-8B --seq 4096 --batch 2 --rank 64 --json
+
+        vramplan plan 8b --max seq --gpu 24gb
     """
+    if max_knob is not None:
+        return _plan_max(model, gpu, as_json, max_knob, step, kw)
     shape, plans, gpu_spec = _plans(model, gpu, kw)
     if as_json:
         click.echo(json.dumps(plan_json(shape, plans, gpu_spec), indent=2))
@@ -208,6 +215,48 @@ def plan_cmd(model, gpu, as_json, **kw):
     from .table import render_comparison
 
     render_comparison(shape, plans, gpu_spec, timeline=True)
+
+
+def _plan_max(model, gpu, as_json, knob, step, kw):
+    """``vramplan plan --max KNOB``: solve per method, then plan at the answer."""
+    from .errors import ScenarioError
+    from .plan import plan_scenario
+    from .solve import KNOB_LIMITS, max_fit
+
+    if gpu is None:
+        raise ScenarioError(f"--max {knob} needs a GPU to fit into: add --gpu, e.g. --gpu 24gb or --gpu rtx4090")
+    if step < 1:
+        raise ScenarioError(f"--step {step}: use a positive step, e.g. --step 256")
+    ctx = click.get_current_context()
+    kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
+    shape, scenarios, gpu_spec = _build(model, gpu, kw)
+    if knob == "rank":
+        scenarios = [s for s in scenarios if s.recipe.trains_adapters]
+        if not scenarios:
+            raise ScenarioError("--max rank needs a LoRA method: use --method lora, qlora or both")
+    results = []
+    for s in scenarios:
+        v = max_fit(s, knob, step=step)
+        plan = plan_scenario(s.with_(**{knob: v})) if v else None
+        above = None
+        if v and v + step <= KNOB_LIMITS[knob]:
+            above = plan_scenario(s.with_(**{knob: v + step})).peak_bytes
+        results.append((s.recipe.method, v, plan, above))
+    if as_json:
+        plans = [p for _, _, p, _ in results if p is not None]
+        out = plan_json(shape, plans, gpu_spec) if plans else {"model": shape.to_dict(), "gpu": gpu_spec.to_dict(),
+                                                               "plans": []}
+        for entry, plan in zip(out["plans"], plans):
+            w = plan.scenario.workload
+            entry["workload"] = {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard}
+        out["max"] = {"knob": knob, "step": step, "capacity_bytes": gpu_spec.memory_bytes,
+                      "values": {m: v for m, v, _, _ in results},
+                      "peak_above_bytes": {m: a for m, _, _, a in results}}
+        click.echo(json.dumps(out, indent=2))
+        return
+    from .table import render_max
+
+    render_max(shape, knob, results, gpu_spec.memory_bytes, step, scenarios[0].workload)
 
 
 @cli.command("models")
@@ -225,17 +274,72 @@ def models_cmd(as_json):
 
 
 @cli.command("gpus")
+@click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def gpus_cmd(as_json):
-    """The GPU catalogue: memory as NVML reports it, bf16 TFLOP/s, bandwidth, price.
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (every field).")
+@click.option("--tokens", default="100M", show_default=True,
+              help="Training tokens for the hours and rental cost of a run: 100M, 1.5B, 2e8.")
+@click.option("--budget", type=float, default=None,
+              help="Keep options whose cards cost at most this many USD to buy (catalogue purchase prices).")
+@click.option("--all", "show_all", is_flag=True, help="Also list the cards on which the job does not fit.")
+@_knobs
+def gpus_cmd(model, as_json, as_csv, tokens, budget, show_all, **kw):
+    """The GPU catalogue; with a MODEL, which card (and how many) to buy or rent for that job.
+
+    For every card and method: the cards needed (1, or 2 / 4 / 8 with FSDP), memory to spare, the largest
+    batch and sequence length that fit, tokens/s, hours and rental cost for --tokens, purchase price;
+    sorted by the recommendation, each pick with the reason. --gpus / --shard are chosen, not given.
 
     Example:
 
         vramplan gpus
-    """
-    from .table import render_gpus
 
-    render_gpus(as_json)
+        vramplan gpus 70b
+
+        vramplan gpus 8b --seq 8192 --budget 2000
+    """
+    from .errors import ScenarioError
+
+    if model is None:
+        if as_csv:
+            from .table import gpus_csv
+
+            click.echo(gpus_csv(), nl=False)
+            return
+        from .table import render_gpus
+
+        render_gpus(as_json)
+        return
+    if as_json and as_csv:
+        raise ScenarioError("--json and --csv together: pick one")
+    if kw["gpus"] != 1 or kw["shard"] != "none":
+        raise ScenarioError("vramplan gpus chooses the GPU count itself (1, or 2 / 4 / 8 with FSDP): drop --gpus and "
+                            "--shard, or use `vramplan plan MODEL --gpus N --shard fsdp --gpu CARD`")
+    from .advise import advise, parse_tokens
+
+    n_tokens = parse_tokens(tokens)
+    ctx = click.get_current_context()
+    kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
+    shape, scenarios, _ = _build(model, None, kw)
+    options = advise(scenarios, tokens=n_tokens, budget_usd=budget)
+    if as_json:
+        w = scenarios[0].workload
+        click.echo(json.dumps({"model": shape.to_dict(), "workload": {"seq": w.seq, "batch": w.batch},
+                               "tokens": n_tokens, "budget_usd": budget,
+                               "options": [o.to_dict() for o in options]}, indent=2))
+        return
+    if as_csv:
+        from .table import advice_csv
+
+        click.echo(advice_csv(options), nl=False)
+        return
+    from .table import render_advice
+
+    r = scenarios[-1].recipe
+    knobs = f"seq {kw['seq']} × batch {kw['batch']}, r={r.rank}" + (", grad-ckpt" if r.grad_ckpt else "")
+    if budget is not None:
+        knobs += f", ≤ ${budget:,.0f} to buy"
+    render_advice(shape, options, tokens=n_tokens, knobs=knobs, show_all=show_all, budget=budget)
 
 
 @cli.command("env")

@@ -278,9 +278,10 @@ class GpuSpec:
     @property
     def is_hopper_or_newer(self) -> bool:
         """sm90+ gets 32 MiB cuBLAS workspaces (pytorch PR #89027) instead of 8 MiB."""
-        if not self.compute_capability:
+        major = (self.compute_capability or "").split(".")[0]
+        if not major.isdigit():  # no figure, or an AMD gfx target (MI300X: "gfx942")
             return False
-        return int(self.compute_capability.split(".")[0]) >= 9
+        return int(major) >= 9
 
     def to_dict(self) -> dict:
         return {"name": self.name, "id": self.id, "memory_bytes": self.memory_bytes,

@@ -155,3 +155,113 @@ def render_gpus(as_json: bool) -> None:
                   f"{g.bandwidth_gbps:g}" if g.bandwidth_gbps else "-", f"{g.price_usd:,.0f}" if g.price_usd else "-",
                   f"{g.rent_usd_per_hour:.2f}" if g.rent_usd_per_hour else "-")
     _console().print(t)
+
+
+# --- solvers and GPU advice (vramplan plan --max, vramplan gpus MODEL) ------------------------------------
+
+
+def render_max(shape, knob: str, results, capacity_bytes: int, step: int, workload) -> None:
+    """The largest value of a knob that fits, per method, with the peak there and one step above.
+
+    ``results`` is a list of (method, value, plan at value or None, peak bytes at value + step or None).
+    """
+    from rich.table import Table
+
+    con = _console()
+    w = workload
+    fixed = {"seq": f"batch {w.batch}", "batch": f"seq {w.seq}", "rank": f"seq {w.seq} × batch {w.batch}"}
+    head = (f"{shape.name}  ·  largest {knob} that fits {fmt_gib(capacity_bytes)}"
+            + (f" (multiples of {step})" if step > 1 else "") + f"  ·  {fixed[knob]}"
+            + (f"  ·  {w.gpus} GPUs ({w.shard}), per GPU" if w.gpus > 1 else ""))
+    con.print(head, style="bold")
+    t = Table(show_edge=False, pad_edge=False)
+    for col, right in ((f"--max {knob}", False), (knob, True), ("peak GiB", True), ("spare bytes", True),
+                       (f"at {knob} + {step}", True)):
+        t.add_column(col, justify="right" if right else "left")
+    for method, value, plan, above in results:
+        label = _METHOD_LABELS[method]
+        if value == 0:
+            t.add_row(label, "0", "-", "-", f"does not fit even at {knob} {step}")
+            continue
+        t.add_row(label, f"{value:,}", _num(plan.peak_bytes), f"{plan.headroom_bytes:,}",
+                  "-" if above is None else f"over by {above - capacity_bytes:,} B")
+    con.print(t)
+
+
+def _money(x, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def render_advice(shape, options, *, tokens: int, knobs: str, show_all: bool = False, budget=None) -> None:
+    """The `vramplan gpus MODEL` table: one row per card x method, sorted by the recommendation, then why."""
+    from rich.table import Table
+
+    from .advise import HEADROOM_FRACTION, _tokens_label
+
+    con = _console()
+    fitting = [o for o in options if o.fits]
+    missing = [o for o in options if not o.fits]
+    con.print(f"{shape.name}  {shape.params / 1e9:.2f}B params  ·  {knobs}  ·  {_tokens_label(tokens)} tokens",
+              style="bold")
+    t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    cols = (("card", False), ("method", False), ("spare", True), ("max\nbatch", True), ("max\nseq", True),
+            ("tok/s", True), ("rent $", True), ("buy $", True), ("pick", False))
+    for col, right in cols:
+        t.add_column(col, justify="right" if right else "left", no_wrap=True)
+    for o in (options if show_all else fitting):
+        card = o.gpu.id + (f" ×{o.gpus}" if o.gpus > 1 else "")
+        if not o.fits:
+            t.add_row(o.gpu.id + f" ×>{o.gpus}", _METHOD_LABELS[o.method], "-", "-", "-", "-", "-", "-", "",
+                      style="dim")
+            continue
+        t.add_row(card, _METHOD_LABELS[o.method], f"{o.headroom_fraction:.0%}", f"{o.max_batch:,}",
+                  f"{o.max_seq:,}", _money(o.tokens_per_second), _money(o.rent_cost_usd), _money(o.purchase_usd),
+                  ",".join(o.labels), style=None if o.roomy else "dim")
+    con.print(t)
+    for o in options:
+        for label, why in zip(o.labels, o.reasons):
+            n = f" ×{o.gpus}" if o.gpus > 1 else ""
+            con.print(f"{label}: {o.gpu.name}{n}, {_METHOD_LABELS[o.method]} — {why}")
+    if not fitting and budget is not None:
+        con.print(f"nothing fits within ${budget:,.0f} of cards: raise --budget, or try --method qlora, a shorter --seq")
+    elif not fitting:
+        con.print("nothing fits on up to 8 cards of any kind: try --method qlora, a shorter --seq or --rank")
+    if missing and not show_all:
+        con.print(f"{len(missing)} card × method options do not fit on up to 8 cards (--all lists them).",
+                  style="dim")
+    con.print(f"×n: cards with FSDP; spare: memory left (≥ {HEADROOM_FRACTION:.0%} to be picked); max batch / seq at "
+              f"the other knobs; rent $: renting the cards for {_tokens_label(tokens)} tokens; buy $: the cards. "
+              "Speed is a roofline estimate; prices are the catalogue's dated estimates (`vramplan gpus`); "
+              "--json / --csv have hours, $ per million tokens and more.", style="dim")
+
+
+def advice_csv(options) -> str:
+    """Every field of every option as CSV (header + one row per card x method)."""
+    import csv
+    import io
+
+    rows = [o.to_dict() for o in options]
+    buf = io.StringIO()
+    fields = list(rows[0]) if rows else ["gpu"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (";".join(v) if isinstance(v, list) else ("" if v is None else v)) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def gpus_csv() -> str:
+    """The GPU catalogue as CSV (the fields of `vramplan gpus --json`)."""
+    import csv
+    import io
+
+    from .gpus import catalog
+
+    buf = io.StringIO()
+    fields = ["id", "name", "memory_bytes", "segment", "compute_capability", "bf16_tflops", "bandwidth_gbps",
+              "price_usd", "rent_usd_per_hour"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for g in catalog():
+        w.writerow({f: ("" if getattr(g, f) is None else getattr(g, f)) for f in fields})
+    return buf.getvalue()
