@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .memory import check_recipe
+from .memory import check_recipe, trainable_params
 from .plan import COMPONENTS, evaluate
 from .spec import GpuSpec, ModelShape, Recipe, Workload
 
@@ -21,6 +21,10 @@ def plan_grid(model: ModelShape, recipe: Recipe, *, seq, batch, rank=None, gpus:
 
         cols = plan_grid(load_model("8b"), Recipe.default("qlora"), seq=np.arange(512, 32769, 512), batch=1)
         cols["peak_bytes"]
+
+    Columns: seq, batch, rank, tokens, the seven components, peak_bytes, peak_reserved_bytes,
+    peak_allocated_bytes, peak_tensor_bytes, peak_phase, peak_where, trainable_params, and with a GPU fits and
+    headroom_bytes.
     """
     import numpy as np
 
@@ -44,6 +48,9 @@ def plan_grid(model: ModelShape, recipe: Recipe, *, seq, batch, rank=None, gpus:
     cols["peak_allocated_bytes"] = np.broadcast_to(np.asarray(peak["max_allocated"], dtype=np.int64), seq.shape)
     cols["peak_tensor_bytes"] = np.broadcast_to(np.asarray(peak["max_tensor"], dtype=np.int64), seq.shape)
     cols["peak_phase"] = np.broadcast_to(np.asarray(peak["phase"], dtype=object), seq.shape)
+    cols["peak_where"] = np.broadcast_to(np.asarray(peak["where"], dtype=object), seq.shape)
+    cols["trainable_params"] = np.broadcast_to(np.asarray(trainable_params(model, recipe, rank), dtype=np.int64),
+                                               seq.shape)
     if gpu is not None:
         cols["fits"] = cols["peak_bytes"] <= gpu.memory_bytes
         cols["headroom_bytes"] = gpu.memory_bytes - cols["peak_bytes"]

@@ -1,0 +1,309 @@
+"""The sweep engine: a scenario file's grid -> one pandas DataFrame with a stable schema; CSV, parquet, JSON.
+
+The grid is grouped by its categorical knobs (model, method, every recipe field but the rank, GPU count,
+sharding, and whether the GPU is Hopper or newer, which sets the cuBLAS workspace); each group is planned
+with one vectorized ``grid.plan_grid`` call over numpy arrays of its sequence lengths, batch sizes and ranks.
+The result equals ``plan.plan_scenario`` row for row (tests/test_sweep.py).
+
+Schema (long format: one row per scenario and GPU; the columns never depend on the file):
+
+- knobs: ``model, method, dtype, quant, double_quant, blocksize, kbit_prep, rank, alpha, dropout, targets,
+  adapter_dtype, optimizer, grad_ckpt, attn, autocast, seq, batch, gpus, shard`` (the same names and values
+  as the measurement records), then ``tokens`` (seq x batch);
+- the GPU: ``gpu`` (the value in the file; empty when the file names none), ``gpu_memory_bytes``;
+- ``params`` (the model) and ``trainable_params``;
+- components at the peak, integer bytes, per GPU: ``weights_bytes, quant_constants_bytes, adapters_bytes,
+  gradients_bytes, optimizer_bytes, activations_bytes, overhead_bytes`` (they sum to ``peak_bytes``);
+- the three peaks: ``peak_bytes`` (device level, nvidia-smi), ``peak_reserved_bytes``,
+  ``peak_allocated_bytes`` (torch's max_memory_reserved / max_memory_allocated), and ``peak_tensor_bytes``;
+  ``peak_phase`` and ``peak_where``;
+- ``fits`` and ``headroom_bytes`` against the row's GPU (empty without one).
+
+Knobs that a method ignores keep their values (``quant`` on a LoRA row); ``kbit_prep`` is false except for
+QLoRA, and ``optimizer`` is the method's default where the file leaves it out, as on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import VramplanError
+from .plan import COMPONENTS
+
+KNOB_COLUMNS = (
+    "model", "method", "dtype", "quant", "double_quant", "blocksize", "kbit_prep", "rank", "alpha", "dropout",
+    "targets", "adapter_dtype", "optimizer", "grad_ckpt", "attn", "autocast", "seq", "batch", "gpus", "shard",
+)
+COMPONENT_COLUMNS = tuple(f"{c}_bytes" for c in COMPONENTS)
+PEAK_COLUMNS = ("peak_bytes", "peak_reserved_bytes", "peak_allocated_bytes", "peak_tensor_bytes")
+COLUMNS = (
+    KNOB_COLUMNS + ("tokens", "gpu", "gpu_memory_bytes", "params", "trainable_params") + COMPONENT_COLUMNS
+    + PEAK_COLUMNS + ("peak_phase", "peak_where", "fits", "headroom_bytes")
+)
+BYTE_COLUMNS = frozenset(COMPONENT_COLUMNS + PEAK_COLUMNS + ("headroom_bytes", "gpu_memory_bytes"))
+FORMATS = (".csv", ".parquet", ".json")
+
+# Grid knobs that plan_grid takes as arrays; every other knob fixes a group.
+_NUMERIC = ("seq", "batch", "rank")
+
+
+class SweepOutputError(VramplanError):
+    """An output path the sweep cannot write."""
+
+
+@dataclass
+class SweepResult:
+    """The DataFrame of a sweep, and whether Ctrl-C cut it short (then ``df`` holds the finished groups)."""
+
+    df: object
+    total_rows: int
+    groups_done: int
+    groups_total: int
+    interrupted: bool = False
+
+
+def count_groups(sf) -> int:
+    """How many plan_grid calls the grid needs (for progress display)."""
+    return len(_group_rows(sf, _codes(sf))[0])
+
+
+def _codes(sf) -> dict:
+    """Per axis, the index of its value in every row of the grid (numpy int arrays, grid order)."""
+    import numpy as np
+
+    n = sf.rows
+    codes = {}
+    stride = n
+    for unit in sf.units:
+        size = len(sf.axes[unit[0]].values)
+        stride //= size
+        idx = (np.arange(n, dtype=np.int64) // stride) % size if size > 1 else np.zeros(n, dtype=np.int64)
+        for name in unit:
+            codes[name] = idx
+    return codes
+
+
+def _hopper(sf) -> list:
+    """Per GPU value: 1 for sm90+ (32 MiB cuBLAS workspaces), else 0."""
+    return [int(bool(sf.gpus[g] and sf.gpus[g].is_hopper_or_newer)) for g in sf.axes["gpu"].values]
+
+
+def _group_rows(sf, codes):
+    """(group keys, row indices per group): rows that share every categorical knob and the Hopper flag.
+
+    The key is a mixed-radix number over the grid's units (a zip group is one unit), each reduced to the
+    distinct values of its categorical knobs, so it stays below the number of rows.
+    """
+    import numpy as np
+
+    n = sf.rows
+    key = np.zeros(n, dtype=np.int64)
+    hopper = _hopper(sf)
+    for unit in sf.units:
+        cat = [name for name in unit if name not in _NUMERIC]
+        size = len(sf.axes[unit[0]].values)
+        if not cat or size == 1:
+            continue
+        ids: dict = {}
+        sub = []
+        for k in range(size):
+            t = tuple(hopper[k] if name == "gpu" else sf.axes[name].values[k] for name in cat)
+            sub.append(ids.setdefault(t, len(ids)))
+        if len(ids) > 1:
+            key = key * len(ids) + np.asarray(sub, dtype=np.int64)[codes[unit[0]]]
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    cuts = np.flatnonzero(np.diff(sorted_key)) + 1
+    return np.split(sorted_key, cuts), np.split(order, cuts)
+
+
+def _recipe(sf, row: dict):
+    """The Recipe of a row, built as the CLI builds it (cli._build)."""
+    from .spec import Recipe
+
+    method = row["method"]
+    base = Recipe.default(method)
+    shape = sf.models[row["model"]]
+    targets = tuple(row["targets"].split(","))
+    dropout = row["dropout"]
+    if sf.auto_dropout and shape.is_moe and targets == ("all-linear",):
+        dropout = 0.0  # peft cannot apply dropout to fused experts: the tutorial default would not start
+    return replace(
+        base, dtype=row["dtype"], quant=row["quant"], double_quant=row["double_quant"], blocksize=row["blocksize"],
+        kbit_prep=row["kbit_prep"] if method == "qlora" else False, rank=row["rank"], alpha=row["alpha"],
+        dropout=dropout, targets=targets, adapter_dtype=row["adapter_dtype"],
+        optimizer=row["optimizer"] or base.optimizer, grad_ckpt=row["grad_ckpt"], attn=row["attn"],
+        autocast=row["autocast"],
+    )
+
+
+def _plan_group(shape, recipe, seq, batch, rank, gpus, shard, gpu):
+    from .grid import plan_grid
+
+    return plan_grid(shape, recipe, seq=seq, batch=batch, rank=rank, gpus=gpus, shard=shard, gpu=gpu)
+
+
+def run_sweep(sf, *, progress=None) -> SweepResult:
+    """Plan every row of a scenario file's grid. ``progress(done_groups, total_groups)`` is called after each
+    group; Ctrl-C (KeyboardInterrupt) stops the sweep and returns the rows of the groups already finished.
+
+    Example::
+
+        res = run_sweep(load_scenario_file("scenarios/context-length.yaml"))
+        res.df[["seq", "peak_bytes", "fits"]]
+    """
+    import numpy as np
+
+    n = sf.rows
+    codes = _codes(sf)
+    keys, groups = _group_rows(sf, codes)
+    vals = {name: sf.axes[name].values for name in sf.axes}
+    ints = {c: np.zeros(n, dtype=np.int64) for c in ("trainable_params",) + COMPONENT_COLUMNS + PEAK_COLUMNS}
+    phase = np.empty(n, dtype=object)
+    where = np.empty(n, dtype=object)
+    kbit = np.zeros(n, dtype=bool)
+    optimizer = np.empty(n, dtype=object)
+    done = np.zeros(n, dtype=bool)
+    num = {name: np.asarray(vals[name], dtype=np.int64)[codes[name]] for name in _NUMERIC}
+    gpu_vals = vals["gpu"]
+    groups_done = 0
+    interrupted = False
+    try:
+        for rows in groups:
+            first = int(rows[0])
+            row = {name: vals[name][codes[name][first]] for name in sf.axes}
+            shape = sf.models[row["model"]]
+            recipe = _recipe(sf, row)
+            gpu = sf.gpus[gpu_vals[codes["gpu"][first]]]
+            cols = _plan_group(shape, recipe, num["seq"][rows], num["batch"][rows], num["rank"][rows],
+                               row["gpus"], row["shard"], gpu)
+            for c in COMPONENTS:
+                ints[f"{c}_bytes"][rows] = cols[c]
+            for c in PEAK_COLUMNS:
+                ints[c][rows] = cols[c]
+            ints["trainable_params"][rows] = cols["trainable_params"]
+            phase[rows] = cols["peak_phase"]
+            where[rows] = cols["peak_where"]
+            kbit[rows] = recipe.kbit_prep
+            optimizer[rows] = recipe.optimizer
+            done[rows] = True
+            groups_done += 1
+            if progress is not None:
+                progress(groups_done, len(groups))
+    except KeyboardInterrupt:
+        interrupted = True
+    keep = None if done.all() else np.flatnonzero(done)
+    df = _frame(sf, codes, ints, phase, where, kbit, optimizer, keep)
+    return SweepResult(df, n, groups_done, len(groups), interrupted)
+
+
+def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep):
+    """Assemble the DataFrame in grid order (only the rows in ``keep`` when given)."""
+    import numpy as np
+    import pandas as pd
+
+    def take(a):
+        return a if keep is None else a[keep]
+
+    def axis(name, dtype=object):
+        return np.asarray(sf.axes[name].values, dtype=dtype)[take(codes[name])]
+
+    model_names = np.asarray([sf.models[m].name for m in sf.axes["model"].values], dtype=object)
+    params = np.asarray([sf.models[m].params for m in sf.axes["model"].values], dtype=np.int64)
+    gpu_values = sf.axes["gpu"].values
+    gpu_codes = take(codes["gpu"])
+    gpu_mem = [sf.gpus[g].memory_bytes if sf.gpus[g] is not None else None for g in gpu_values]
+    data = {
+        "model": model_names[take(codes["model"])],
+        "method": axis("method"),
+        "dtype": axis("dtype"),
+        "quant": axis("quant"),
+        "double_quant": axis("double_quant", bool),
+        "blocksize": axis("blocksize", np.int64),
+        "kbit_prep": take(kbit),
+        "rank": axis("rank", np.int64),
+        "alpha": axis("alpha", np.float64),
+        "dropout": axis("dropout", np.float64),
+        "targets": axis("targets"),
+        "adapter_dtype": axis("adapter_dtype"),
+        "optimizer": take(optimizer),
+        "grad_ckpt": axis("grad_ckpt", bool),
+        "attn": axis("attn"),
+        "autocast": axis("autocast", bool),
+        "seq": axis("seq", np.int64),
+        "batch": axis("batch", np.int64),
+        "gpus": axis("gpus", np.int64),
+        "shard": axis("shard"),
+    }
+    data["tokens"] = data["seq"] * data["batch"]
+    peak = take(ints["peak_bytes"])
+    if gpu_values == (None,):
+        data["gpu"] = np.full(peak.shape, None, dtype=object)
+        data["gpu_memory_bytes"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="Int64")
+        data["fits"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="boolean")
+        data["headroom_bytes"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="Int64")
+    else:
+        mem = np.asarray(gpu_mem, dtype=np.int64)[gpu_codes]
+        data["gpu"] = np.asarray([sf.gpus[g].id for g in gpu_values], dtype=object)[gpu_codes]
+        data["gpu_memory_bytes"] = pd.array(mem, dtype="Int64")
+        data["fits"] = pd.array(peak <= mem, dtype="boolean")
+        data["headroom_bytes"] = pd.array(mem - peak, dtype="Int64")
+    data["params"] = params[take(codes["model"])]
+    data["trainable_params"] = take(ints["trainable_params"])
+    for c in COMPONENT_COLUMNS + PEAK_COLUMNS:
+        data[c] = take(ints[c])
+    data["peak_phase"] = take(phase)
+    data["peak_where"] = take(where)
+    df = pd.DataFrame({c: data[c] for c in COLUMNS}, copy=False)
+    df.attrs["question"] = sf.question
+    return df
+
+
+def sweep_file(path, *, progress=None) -> SweepResult:
+    """Load, validate and run a scenario file."""
+    from .scenario_file import load_scenario_file
+
+    return run_sweep(load_scenario_file(path), progress=progress)
+
+
+# --------------------------------------------------------------------------------------------------
+# writers
+
+
+def to_json_records(df) -> str:
+    """JSON records (one object per row), integer bytes, null for empty cells."""
+    return df.to_json(orient="records", indent=None)
+
+
+def write(df, path) -> Path:
+    """Write a sweep to .csv, .parquet or .json (records), atomically: temp file in the same folder, then
+    os.replace, so an interrupted write leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise SweepOutputError(f"--out {path}: the format comes from the suffix; use .csv, .parquet or .json, "
+                               f"e.g. --out {path.stem or 'sweep'}.parquet")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise SweepOutputError(f"--out {path}: folder {folder} does not exist; create it or pick another path")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(to_json_records(df))
+                f.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SweepOutputError(f"--out {path}: cannot write it ({exc.strerror}); pick another path") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
