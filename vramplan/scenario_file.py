@@ -251,9 +251,6 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
             problems.append((line, f"{name}: the list is empty; give at least one value"))
         if name == "method":
             values = _expand_both(values)
-        dupes = sorted({str(v) for v in values if values.count(v) > 1})
-        if dupes:
-            problems.append((line, f"{name}: {', '.join(dupes)} listed more than once; list each value once"))
         if len(values) > MAX_AXIS_VALUES:
             problems.append((line, f"{name}: {len(values)} values; at most {MAX_AXIS_VALUES:,} per axis"))
         axes[name] = Axis(name, tuple(values), line)
@@ -316,6 +313,20 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
             for n in group:
                 zipped[n] = len(units)
             units.append(tuple(group))
+    # repeated values: an axis lists each value once; a zip group lists each combination once
+    for name in order:
+        if name in zipped:
+            continue
+        values = list(axes[name].values)
+        dupes = sorted({str(v) for v in values if values.count(v) > 1})
+        if dupes:
+            problems.append((axes[name].line, f"{name}: {', '.join(dupes)} listed more than once; list each "
+                                              f"value once"))
+    for group in units:
+        rows = list(zip(*(axes[n].values for n in group)))
+        if len(set(rows)) < len(rows):
+            problems.append((axes[group[0]].line, f"zip: the lists of {', '.join(group)} repeat a combination; "
+                                                  f"list each once"))
     # independent axes in file order; a zip group sits where its first member is
     placed: list[tuple[str, ...]] = []
     used: set[int] = set()
