@@ -21,6 +21,7 @@ local config.json instead.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -317,8 +318,8 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
     for name in order:
         if name in zipped:
             continue
-        values = list(axes[name].values)
-        dupes = sorted({str(v) for v in values if values.count(v) > 1})
+        counts = Counter(axes[name].values)
+        dupes = sorted(str(v) for v, k in counts.items() if k > 1)
         if dupes:
             problems.append((axes[name].line, f"{name}: {', '.join(dupes)} listed more than once; list each "
                                               f"value once"))
@@ -352,7 +353,8 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
         cols = []
         for item_line, value in _items(node, construct):
             if not isinstance(value, str) or value not in COLUMNS:
-                hint = difflib.get_close_matches(str(value), COLUMNS, n=1)
+                hint = [c for c in COLUMNS if c.startswith(f"{value}_")] or difflib.get_close_matches(
+                    str(value), COLUMNS, n=1)
                 problems.append((item_line, f"columns: {value!r} is not a sweep column"
                                             + (f" (did you mean {hint[0]}?)" if hint else "; see vramplan sweep --help")))
             else:

@@ -257,7 +257,9 @@ def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep):
         data[c] = take(ints[c])
     data["peak_phase"] = take(phase)
     data["peak_where"] = take(where)
-    df = pd.DataFrame({c: data[c] for c in COLUMNS}, copy=False)
+    # an interrupted sweep keeps the grid positions of its rows as the index
+    index = None if keep is None else pd.Index(keep, name="row")
+    df = pd.DataFrame({c: data[c] for c in COLUMNS}, index=index, copy=False)
     df.attrs["question"] = sf.question
     return df
 
