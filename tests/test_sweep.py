@@ -217,3 +217,15 @@ def test_shipped_scenarios_run_and_say_how():
         df = run_sweep(sf).df
         assert len(df) == sf.rows > 0
         assert sf.columns, f"{p.name} names the columns that answer its question"
+
+
+def test_readme_examples_are_real_output(tmp_path, capsys, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ vramplan sweep scenarios/double-quant-65b.yaml\n", 1)[1].split("```", 1)[0]
+    assert main(["sweep", str(SCENARIOS / "double-quant-65b.yaml")]) == 0
+    assert capsys.readouterr().out == block
+    bad = readme.split("$ cat bad.yaml\n", 1)[1].split("$ vramplan sweep bad.yaml\n", 1)
+    (tmp_path / "bad.yaml").write_text(bad[0])
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "bad.yaml"]) == 2
+    assert capsys.readouterr().err == bad[1].split("```", 1)[0]
