@@ -172,9 +172,12 @@ def cli(ctx):
 @click.argument("model")
 @click.option("--gpu", default=None, help="A card (rtx4090, a100-80gb, h100) or a size (24gb = 24 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
+@click.option("--no-tui", is_flag=True, help="Print the comparison table even on a terminal.")
 @_knobs
-def compare_cmd(model, gpu, as_json, **kw):
-    """LoRA vs QLoRA side by side: components, peak, verdict (the main job).
+def compare_cmd(model, gpu, as_json, no_tui, **kw):
+    """LoRA vs QLoRA side by side: components, peak, verdict (the main job). On a terminal it opens the
+    interactive screen (every knob editable, what fits, the step's memory over time); piped, or with
+    --no-tui or --json, it prints the table.
 
     Example:
 
@@ -183,6 +186,13 @@ def compare_cmd(model, gpu, as_json, **kw):
     shape, plans, gpu_spec = _plans(model, gpu, kw)
     if as_json:
         click.echo(json.dumps(plan_json(shape, plans, gpu_spec), indent=2))
+        return
+    if not no_tui and sys.stdin.isatty() and sys.stdout.isatty():
+        from .tui.app import run_app  # textual is imported only here
+
+        ctx = click.get_current_context()
+        dropout_default = ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT
+        run_app(model, gpu, dict(kw, dropout_is_default=dropout_default), shapes={model.strip(): shape})
         return
     from .table import render_comparison
 

@@ -1,0 +1,232 @@
+"""``vramplan MODEL --gpu G`` on a terminal: LoRA vs QLoRA at a glance, with every knob editable in place.
+
+Example usage::
+
+    from vramplan.tui.app import VramplanApp
+    VramplanApp("7b", "24gb").run()
+
+Known Limitations: knobs outside the panel (alpha, dropout, adapter dtype, dtype, quant type, block size,
+autocast, GPUs, sharding) keep the values given on the command line; a Hub id is fetched only on Enter
+and only when started with ``--online``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
+
+from ..errors import VramplanError
+from ..spec import ATTN_IMPLS, OPTIMIZERS
+from .state import AUTO_OPTIMIZER, FieldErrors, Session, export_json
+from .widgets import Bars, CommandLine, Components, Timeline, TitleBar, WhatFits
+
+# (field, key, label): the key focuses the field (switches: toggles it); the label underlines the key.
+TEXT_FIELDS = (
+    ("model", "m", "[u]m[/u]odel"),
+    ("gpu", "g", "[u]G[/u]PU"),
+    ("seq", "s", "[u]s[/u]eq"),
+    ("batch", "b", "[u]b[/u]atch"),
+    ("rank", "r", "[u]r[/u]ank"),
+    ("targets", "t", "[u]t[/u]argets"),
+)
+CHOICE_FIELDS = (
+    ("optimizer", "o", "[u]o[/u]ptimizer", (AUTO_OPTIMIZER, *OPTIMIZERS)),
+    ("attn", "a", "[u]a[/u]ttention", ATTN_IMPLS),
+)
+SWITCH_FIELDS = (
+    ("grad_ckpt", "k", "grad chec[u]k[/u]pointing"),
+    ("double_quant", "d", "[u]d[/u]ouble quant"),
+    ("kbit_prep", "p", "kbit-[u]p[/u]rep (QLoRA)"),
+)
+
+HELP = """\
+[b]vramplan[/b]: will LoRA or QLoRA fine-tuning of this model fit on this GPU?
+
+[b]Keys[/b]
+  m g s b r t    edit model, GPU, seq, batch, rank, targets (Enter or Esc: done)
+  o a            choose the optimizer, the attention implementation (Enter opens the list)
+  k d p          toggle gradient checkpointing, double quant, kbit-prep
+  tab, shift+tab move between the fields and the results
+  j              write the plan JSON (as `vramplan plan --json`) to the current folder
+  c              copy the `vramplan plan` command line of this screen
+  ? or F1        this help          q (outside a field) or ctrl+q   quit
+
+[b]Fields[/b]
+  model      a shorthand (7b, 8b, 70b), a catalogue name, or a path to a config.json
+  GPU        a size (24gb = 24 GiB) or a card (rtx4090, a100-80gb, h100); empty: no verdict
+  targets    all-linear, or a comma list such as q_proj,v_proj
+  optimizer  auto = adamw for LoRA, paged_adamw_32bit for QLoRA
+  Every change is planned at once. A value that cannot be planned is explained under its field,
+  and the screen keeps the last plan that could be made.
+
+[b]Reading the screen[/b]
+  Each bar stacks the components of the peak; the legend gives each fill character. ┃ is the GPU's
+  memory. The timeline shows the device memory at each phase of the step: load (between steps),
+  forward, loss, backward and the optimizer step; * marks the phase of the peak.
+  Sizes are GiB (1024³ bytes), as nvidia-smi would show them per GPU.
+
+Esc, q or ? closes this help."""
+
+
+class HelpScreen(ModalScreen):
+    """The keys, the fields and how to read the screen."""
+
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(HELP, id="help-text")
+
+
+class VramplanApp(App):
+    """LoRA vs QLoRA at a glance, knobs on the left, every change planned at once.
+
+    Example usage::
+
+        VramplanApp("8b", "rtx4090", kw={"seq": 4096}).run()
+
+    Known Limitations: see the module docstring.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "vramplan"
+    AUTO_FOCUS = "#results"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark,f1", "help", "help", key_display="?"),
+        Binding("j", "export_json", "JSON"),
+        Binding("c", "copy_command", "copy command"),
+        Binding("escape", "leave_field", "done", show=False),
+        *(Binding(key, f"edit('{name}')", show=False) for name, key, _ in TEXT_FIELDS),
+        *(Binding(key, f"edit('{name}')", show=False) for name, key, _, _ in CHOICE_FIELDS),
+        *(Binding(key, f"edit('{name}')", show=False) for name, key, _ in SWITCH_FIELDS),
+    ]
+
+    def __init__(self, model: str = "7b", gpu: str | None = "24gb", kw: dict | None = None, *,
+                 shapes: dict | None = None, export_dir: str | Path = "."):
+        super().__init__()
+        self.session = Session(kw, shapes)
+        self.export_dir = Path(export_dir)
+        values = self.session.initial_values(model, gpu)
+        self.planned = self.session.plan(values, fetch=True)  # the CLI checked these already; raises if not
+        self._initial = values
+        self.errors: dict[str, str] = {}
+
+    # --- layout -----------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        v = self._initial
+        yield TitleBar(self.planned, id="title")
+        with Horizontal(id="body"):
+            with VerticalScroll(id="knobs"):
+                for name, _, label in TEXT_FIELDS:
+                    with Horizontal(classes="knob"):
+                        yield Label(label, classes="knob-label")
+                        yield Input(str(v[name]), id=f"f-{name}", compact=True, select_on_focus=True)
+                    yield Static("", id=f"err-{name}", classes="error")
+                for name, _, label, options in CHOICE_FIELDS:
+                    with Horizontal(classes="knob"):
+                        yield Label(label, classes="knob-label")
+                        yield Select([(o, o) for o in options], value=v[name], allow_blank=False,
+                                     id=f"f-{name}", compact=True)
+                    yield Static("", id=f"err-{name}", classes="error")
+                for name, _, label in SWITCH_FIELDS:
+                    yield Checkbox(label, bool(v[name]), id=f"f-{name}", compact=True, classes="switch")
+                yield WhatFits(self.planned, id="fits")
+            with VerticalScroll(id="results"):
+                yield Bars(self.planned, id="bars")
+                yield Timeline(self.planned, id="timeline")
+                yield Components(self.planned, id="components")
+                yield CommandLine(self.planned, id="command")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._fields = {name: self.query_one(f"#f-{name}") for name in self.session_fields()}
+        self._views = [self.query_one(sel) for sel in ("#bars", "#fits", "#timeline", "#components", "#command")]
+        self._title = self.query_one("#title", TitleBar)
+
+    @staticmethod
+    def session_fields() -> list[str]:
+        return [f[0] for f in TEXT_FIELDS] + [f[0] for f in CHOICE_FIELDS] + [f[0] for f in SWITCH_FIELDS]
+
+    # --- planning ---------------------------------------------------------------------------------------
+    def values(self) -> dict:
+        """What the fields hold now."""
+        return {name: widget.value for name, widget in self._fields.items()}
+
+    def recompute(self, fetch: bool = False) -> bool:
+        """Plan what the fields hold; on an error show it under its field and keep the last valid plan."""
+        try:
+            planned = self.session.plan(self.values(), fetch=fetch)
+        except FieldErrors as exc:
+            self._show_errors(exc.errors)
+            self._title.show(self.planned, invalid=True)
+            return False
+        self._show_errors({})
+        self.planned = planned
+        for view in self._views:
+            view.show(planned)
+        self._title.show(planned, invalid=False)
+        return True
+
+    def _show_errors(self, errors: dict[str, str]) -> None:
+        for name in set(self.errors) | set(errors):
+            box = self.query_one(f"#err-{name}", Static)
+            if name in errors:
+                box.update(f"✗ {errors[name]}")
+                box.add_class("-shown")
+            else:
+                box.update("")
+                box.remove_class("-shown")
+        self.errors = dict(errors)
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _field_changed(self, event) -> None:
+        self.recompute()
+
+    @on(Input.Submitted)
+    def _field_submitted(self, event: Input.Submitted) -> None:
+        self.recompute(fetch=True)
+        self.action_leave_field()
+
+    # --- actions ----------------------------------------------------------------------------------------
+    def action_edit(self, name: str) -> None:
+        """Focus a field; a switch is toggled at once."""
+        widget = self._fields[name]
+        widget.focus()
+        if isinstance(widget, Checkbox):
+            widget.toggle()
+
+    def action_leave_field(self) -> None:
+        """Back from a field to the results (where single-letter keys work again)."""
+        self.query_one("#results").focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_export_json(self) -> None:
+        """Write the plan JSON of the screen's state to the export folder."""
+        try:
+            path = export_json(self.planned, self.export_dir)
+        except VramplanError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.notify(f"wrote {path}", title="JSON")
+
+    def action_copy_command(self) -> None:
+        """Copy the `vramplan plan` command line (the terminal must support OSC 52) and show it."""
+        command = self.planned.command_line()
+        self.copy_to_clipboard(command)
+        self.notify(command, title="copied", timeout=8)
+
+
+def run_app(model: str, gpu: str | None, kw: dict, shapes: dict | None = None) -> None:
+    """Start the terminal UI (the CLI's compare command calls this on a terminal)."""
+    VramplanApp(model, gpu, kw, shapes=shapes).run()
