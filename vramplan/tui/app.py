@@ -147,7 +147,8 @@ class VramplanApp(App):
 
     def on_mount(self) -> None:
         self._fields = {name: self.query_one(f"#f-{name}") for name in self.session_fields()}
-        self._views = [self.query_one(sel) for sel in ("#bars", "#fits", "#timeline", "#components", "#command")]
+        self._views = [self.query_one(sel) for sel in ("#bars", "#timeline", "#components", "#command")]
+        self._fits = self.query_one("#fits", WhatFits)
         self._title = self.query_one("#title", TitleBar)
 
     @staticmethod
@@ -172,7 +173,13 @@ class VramplanApp(App):
         for view in self._views:
             view.show(planned)
         self._title.show(planned, invalid=False)
+        # The "what fits" solvers plan ~200 scenarios (~15 ms): solve them once the new plan is on screen.
+        self.call_after_refresh(self._show_fits, planned)
         return True
+
+    def _show_fits(self, planned) -> None:
+        if planned is self.planned:  # skip states already replaced by a newer keystroke
+            self._fits.show(planned)
 
     def _show_errors(self, errors: dict[str, str]) -> None:
         for name in set(self.errors) | set(errors):

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.widget import Widget
 
 from . import render
-
-
-class _AtWidth:
-    """A rich renderable drawn at the width rich gives it, so that measuring and painting use the same width."""
-
-    def __init__(self, draw):
-        self.draw = draw
-
-    def __rich_console__(self, console, options):
-        yield self.draw(options.max_width)
 
 
 class PlanView(Widget):
@@ -27,17 +18,47 @@ class PlanView(Widget):
     def __init__(self, planned, **kwargs):
         super().__init__(**kwargs)
         self.planned = planned
+        self._measure_width = 0
+        self._drawn = (None, 0, None)  # (planned, width, picture): show() measures what render() paints
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        """Measure the picture drawn at the width the layout gives (the one it will be painted at)."""
+        self._measure_width = width
+        try:
+            return super().get_content_height(container, viewport, width)
+        finally:
+            self._measure_width = 0
 
     def show(self, planned) -> None:
-        """Draw a new state (height may change with it)."""
+        """Draw a new state; lay the screen out again only when the panel's height changes (a layout of the
+        whole screen costs more than drawing every panel)."""
         self.planned = planned
+        width = self.content_size.width
+        if width and self._height(self._picture(width), width) == self.content_size.height:
+            self.refresh()
+            return
+        self.clear_cached_dimensions()
         self.refresh(layout=True)
 
     def draw(self, width: int):
         raise NotImplementedError  # each panel below says what it draws
 
+    def _height(self, picture, width: int) -> int:
+        """Lines the picture takes at this width (wrapping only when a line is wider: wrapping is slow)."""
+        lines = picture.plain.split("\n")
+        if all(cell_len(line) <= width for line in lines):
+            return len(lines)
+        return len(picture.wrap(self.app.console, width))
+
+    def _picture(self, width: int):
+        planned, drawn_width, picture = self._drawn
+        if planned is not self.planned or drawn_width != width:
+            picture = self.draw(width)
+            self._drawn = (self.planned, width, picture)
+        return picture
+
     def render(self):
-        return _AtWidth(self.draw)
+        return self._picture(self._measure_width or self.content_size.width or 80)
 
 
 class WhatFits(PlanView):
