@@ -16,6 +16,7 @@ from vramplan.models import load_model  # noqa: E402
 from vramplan.plan import COMPONENTS, plan_scenario  # noqa: E402
 from vramplan.scenario_file import load_scenario_file, parse_scenario  # noqa: E402
 from vramplan.spec import Recipe, Scenario, Workload  # noqa: E402
+from vramplan.speed import estimate_speed  # noqa: E402
 from vramplan.sweep import COLUMNS, SweepOutputError, run_sweep, write  # noqa: E402
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -83,6 +84,7 @@ def test_equals_scalar_planner_row_for_row(grid):
         assert row["params"] == b.scenario.model.params
         assert bool(row["fits"]) == b.fits and row["headroom_bytes"] == b.headroom_bytes
         assert row["gpu_memory_bytes"] == b.scenario.gpu.memory_bytes
+        assert row["tokens_per_s"] == pytest.approx(estimate_speed(b.scenario).tokens_per_second, rel=1e-9)
 
 
 def test_components_sum_to_peak_and_hopper_differs(grid):
@@ -99,9 +101,17 @@ def test_components_sum_to_peak_and_hopper_differs(grid):
 def test_no_gpu_means_empty_fits():
     df = run_sweep(parse_scenario("question: q\nmodel: 8b\nmethod: qlora\nseq: [512, 1024]\n")).df
     assert df["gpu"].isna().all() and df["fits"].isna().all() and df["headroom_bytes"].isna().all()
+    assert df["tokens_per_s"].isna().all()
     assert str(df["fits"].dtype) == "boolean" and str(df["headroom_bytes"].dtype) == "Int64"
     b = plan_scenario(Scenario(load_model("8b"), Recipe.default("qlora"), Workload(seq=1024)))
     assert df["peak_bytes"].tolist()[1] == b.peak_bytes
+
+
+def test_bare_size_has_memory_but_no_speed():
+    df = run_sweep(parse_scenario("question: q\nmodel: 8b\nmethod: qlora\ngpu: [24gb, rtx4090]\n")).df
+    assert list(df["gpu"]) == ["24gb", "rtx4090"] and list(df["gpu_memory_bytes"]) == [24 * 2**30, 25_757_220_864]
+    assert np.isnan(df["tokens_per_s"][0]) and df["tokens_per_s"][1] > 0
+    assert df["fits"].tolist() == [True, True]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])

@@ -19,7 +19,7 @@ _HEADERS = {
     "peak_allocated_bytes": "torch\nallocated", "peak_tensor_bytes": "tensors", "headroom_bytes": "headroom",
     "gpu_memory_bytes": "GPU\nmemory", "trainable_params": "trainable", "peak_phase": "peak in",
     "peak_where": "where", "double_quant": "double\nquant", "kbit_prep": "kbit\nprep", "grad_ckpt": "grad\nckpt",
-    "adapter_dtype": "adapter\ndtype",
+    "adapter_dtype": "adapter\ndtype", "tokens_per_s": "tokens/s",
 }
 _METRICS = ("weights_bytes", "quant_constants_bytes", "adapters_bytes", "gradients_bytes", "optimizer_bytes",
             "activations_bytes", "overhead_bytes", "peak_bytes", "peak_phase")
@@ -43,6 +43,8 @@ def default_columns(sf, df) -> list[str]:
         cols.append(c)
     if sf.axes["gpu"].given:
         cols += ["fits", "headroom_bytes"]
+        if df["tokens_per_s"].notna().any():
+            cols.append("tokens_per_s")
     return cols
 
 
@@ -57,6 +59,8 @@ def _cell(col, value) -> str:
         return f"{int(value) / 1e9:.2f}B"
     if col == "trainable_params":
         return f"{int(value) / 1e6:,.1f}M"
+    if col == "tokens_per_s":
+        return f"{value:,.0f}"
     if col == "fits":
         return "yes" if bool(value) else "NO"
     if isinstance(value, bool) or col in ("double_quant", "kbit_prep", "grad_ckpt", "autocast"):
@@ -78,7 +82,7 @@ def render_sweep(sf, df, columns, limit: int, total_rows: int, file=None) -> Non
     table = Table(show_edge=False, pad_edge=False)
     for c in columns:
         right = c.endswith("_bytes") or c in ("seq", "batch", "rank", "gpus", "tokens", "blocksize", "params",
-                                              "trainable_params", "alpha", "dropout")
+                                              "trainable_params", "alpha", "dropout", "tokens_per_s")
         table.add_column(_HEADERS.get(c, c), justify="right" if right else "left", no_wrap=c.endswith("_bytes"))
     shown = df.head(limit)
     records = shown[columns].itertuples(index=False, name=None)
@@ -149,7 +153,8 @@ def sweep_cmd(scenario, out, as_json, columns, limit):
     Lists in the file are axes (cartesian product; zip: pairs them). Columns: the knobs, tokens, gpu,
     gpu_memory_bytes, params, trainable_params, weights/quant_constants/adapters/gradients/optimizer/
     activations/overhead _bytes, peak_bytes, peak_reserved_bytes, peak_allocated_bytes, peak_tensor_bytes,
-    peak_phase, peak_where, fits, headroom_bytes (one row per scenario and GPU). Ctrl-C keeps finished rows.
+    peak_phase, peak_where, fits, headroom_bytes, tokens_per_s (one row per scenario and GPU). Ctrl-C keeps
+    finished rows.
 
     Example:
 

@@ -17,7 +17,15 @@ Schema (long format: one row per scenario and GPU; the columns never depend on t
 - the three peaks: ``peak_bytes`` (device level, nvidia-smi), ``peak_reserved_bytes``,
   ``peak_allocated_bytes`` (torch's max_memory_reserved / max_memory_allocated), and ``peak_tensor_bytes``;
   ``peak_phase`` and ``peak_where``;
-- ``fits`` and ``headroom_bytes`` against the row's GPU (empty without one).
+- ``fits`` and ``headroom_bytes`` against the row's GPU (empty without one);
+- ``tokens_per_s``: predicted training throughput over all GPUs (``vramplan.speed``); empty without a
+  catalogue card (a bare size such as ``24gb`` has no TFLOP/s or bandwidth).
+
+The throughput is ``speed.estimate_speed`` evaluated per row: one call per group, GPU and rank gives the
+seconds per FLOP, the weight reads, the dequantization and the communication of the step, which do not depend
+on the sequence length or the batch; ``speed.flops_per_token`` over the group's sequence lengths gives the
+rest, combined as the speed model's roofline (``max(compute, weight reads, communication) + dequantization``).
+tests/test_sweep.py checks it equals ``estimate_speed`` row for row.
 
 Knobs that a method ignores keep their values (``quant`` on a LoRA row); ``kbit_prep`` is false except for
 QLoRA, and ``optimizer`` is the method's default where the file leaves it out, as on the command line.
@@ -41,7 +49,7 @@ COMPONENT_COLUMNS = tuple(f"{c}_bytes" for c in COMPONENTS)
 PEAK_COLUMNS = ("peak_bytes", "peak_reserved_bytes", "peak_allocated_bytes", "peak_tensor_bytes")
 COLUMNS = (
     KNOB_COLUMNS + ("tokens", "gpu", "gpu_memory_bytes", "params", "trainable_params") + COMPONENT_COLUMNS
-    + PEAK_COLUMNS + ("peak_phase", "peak_where", "fits", "headroom_bytes")
+    + PEAK_COLUMNS + ("peak_phase", "peak_where", "fits", "headroom_bytes", "tokens_per_s")
 )
 BYTE_COLUMNS = frozenset(COMPONENT_COLUMNS + PEAK_COLUMNS + ("headroom_bytes", "gpu_memory_bytes"))
 FORMATS = (".csv", ".parquet", ".json")
@@ -162,6 +170,7 @@ def run_sweep(sf, *, progress=None) -> SweepResult:
     keys, groups = _group_rows(sf, codes)
     vals = {name: sf.axes[name].values for name in sf.axes}
     ints = {c: np.zeros(n, dtype=np.int64) for c in ("trainable_params",) + COMPONENT_COLUMNS + PEAK_COLUMNS}
+    tps = np.full(n, np.nan)
     phase = np.empty(n, dtype=object)
     where = np.empty(n, dtype=object)
     kbit = np.zeros(n, dtype=bool)
@@ -187,6 +196,7 @@ def run_sweep(sf, *, progress=None) -> SweepResult:
             ints["trainable_params"][rows] = cols["trainable_params"]
             phase[rows] = cols["peak_phase"]
             where[rows] = cols["peak_where"]
+            _speed_into(tps, rows, shape, recipe, row, sf, codes, num)
             kbit[rows] = recipe.kbit_prep
             optimizer[rows] = recipe.optimizer
             done[rows] = True
@@ -196,11 +206,44 @@ def run_sweep(sf, *, progress=None) -> SweepResult:
     except KeyboardInterrupt:
         interrupted = True
     keep = None if done.all() else np.flatnonzero(done)
-    df = _frame(sf, codes, ints, phase, where, kbit, optimizer, keep)
+    df = _frame(sf, codes, ints, phase, where, kbit, optimizer, keep, tps)
     return SweepResult(df, n, groups_done, len(groups), interrupted)
 
 
-def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep):
+def _speed_into(tps, rows, shape, recipe, row, sf, codes, num) -> None:
+    """Fill tokens/s for a group's rows from the speed model (NaN where the GPU has no speed figures)."""
+    import numpy as np
+
+    from .errors import ScenarioError
+    from .spec import Scenario, Workload
+    from .speed import estimate_speed, flops_per_token
+
+    gpu_values = sf.axes["gpu"].values
+    gpu_codes = codes["gpu"][rows]
+    for g in np.unique(gpu_codes):
+        spec = sf.gpus[gpu_values[g]]
+        if spec is None:
+            continue
+        on_gpu = rows[gpu_codes == g]
+        ranks = num["rank"][on_gpu]
+        for rank in np.unique(ranks):
+            sub = on_gpu[ranks == rank]
+            r = replace(recipe, rank=int(rank))
+            seq, batch = num["seq"][sub], num["batch"][sub]
+            rep = Scenario(shape, r, Workload(int(seq[0]), int(batch[0]), row["gpus"], row["shard"]), spec)
+            try:
+                est = estimate_speed(rep)
+            except ScenarioError:  # a bare size: no TFLOP/s or bandwidth
+                break
+            sec_per_flop = est.compute_seconds / (est.flops_per_token["total"] * est.tokens_per_step)
+            flops = flops_per_token(Scenario(shape, r, Workload(seq, batch, row["gpus"], row["shard"]), spec))
+            tokens = seq * batch
+            compute = flops["total"] * tokens * sec_per_flop
+            step = np.maximum(np.maximum(compute, est.weight_read_seconds), est.comm_seconds) + est.dequant_seconds
+            tps[sub] = row["gpus"] * tokens / step
+
+
+def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep, tps):
     """Assemble the DataFrame in grid order (only the rows in ``keep`` when given)."""
     import numpy as np
     import pandas as pd
@@ -257,6 +300,7 @@ def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep):
         data[c] = take(ints[c])
     data["peak_phase"] = take(phase)
     data["peak_where"] = take(where)
+    data["tokens_per_s"] = take(tps)
     # an interrupted sweep keeps the grid positions of its rows as the index
     index = None if keep is None else pd.Index(keep, name="row")
     df = pd.DataFrame({c: data[c] for c in COLUMNS}, index=index, copy=False)
