@@ -208,8 +208,11 @@ async def test_changing_gpu_changes_the_verdict():
         await pilot.press("g", *"rtx3080")
         assert a.planned.gpu.id == "rtx3080"
         assert verdicts(a) == [False, True]  # 10 GiB: LoRA no longer fits, QLoRA does
+        ckpt = a.query_one("#f-grad_ckpt")
+        assert ckpt.render().plain == "▐X▌ grad checkpointing "
         await pilot.press("escape", "k")  # no checkpointing: QLoRA no longer fits either
         assert a.planned.kw["grad_ckpt"] is False and verdicts(a) == [False, False]
+        assert ckpt.render().plain == "▐ ▌ grad checkpointing "  # off reads as a blank box, colour or not
         assert "--no-grad-ckpt" in a.planned.command_line()
 
 
@@ -226,14 +229,14 @@ async def test_invalid_input_shows_inline_and_keeps_the_last_plan():
         err = a.query_one("#err-seq", Static)
         assert err.display and str(err.render()) == "✗ '4096k' is not a whole number; type e.g. 2048"
         assert a.planned is good  # the last valid plan stays on screen
-        assert "showing the last valid plan" in a.query_one("#title").render().plain
+        assert "⚠ last valid plan" in a.query_one("#title").render().plain
         await pilot.press("escape", "g", *"24xb")
         assert a.query_one("#err-gpu", Static).display and a.planned is good
         assert err.display  # both errors stay until fixed
         await pilot.press("escape", "s", *"1024", "escape", "g", *"80gb")
         assert not err.display and not a.query_one("#err-gpu", Static).display
         assert a.planned.kw["seq"] == 1024 and a.planned.gpu.memory_bytes == 80 * GiB
-        assert "showing the last valid plan" not in a.query_one("#title").render().plain
+        assert "⚠ last valid plan" not in a.query_one("#title").render().plain
 
 
 @pilot_test
@@ -283,3 +286,19 @@ def test_the_table_path_imports_no_textual():
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def test_main_screen_snapshot(snap_compare, size):
     assert snap_compare(app(), terminal_size=size)
+
+
+def test_readme_screenshot_is_the_real_screen(tmp_path):
+    """docs/tui.svg (shown in the README) is what the app draws today; regenerate it with
+    python -c "from vramplan.tui.app import screenshot; screenshot('docs/tui.svg')"."""
+    import re
+    from pathlib import Path
+
+    from vramplan.tui.app import screenshot
+
+    def normal(svg: str) -> str:
+        return re.sub(r"\bterminal-\d+-", "terminal-", svg)
+
+    fresh = screenshot(tmp_path / "tui.svg")
+    committed = Path(__file__).resolve().parents[1] / "docs" / "tui.svg"
+    assert normal(committed.read_text(encoding="utf-8")) == normal(fresh.read_text(encoding="utf-8"))

@@ -24,7 +24,7 @@ from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
 from ..errors import VramplanError
 from ..spec import ATTN_IMPLS, OPTIMIZERS
 from .state import AUTO_OPTIMIZER, FieldErrors, Session, export_json
-from .widgets import Bars, CommandLine, Components, Timeline, TitleBar, WhatFits
+from .widgets import Bars, CommandLine, Components, OnOff, Timeline, TitleBar, WhatFits
 
 # (field, key, label): the key focuses the field (switches: toggles it); the label underlines the key.
 TEXT_FIELDS = (
@@ -49,27 +49,34 @@ HELP = """\
 [b]vramplan[/b]: will LoRA or QLoRA fine-tuning of this model fit on this GPU?
 
 [b]Keys[/b]
-  m g s b r t    edit model, GPU, seq, batch, rank, targets (Enter or Esc: done)
-  o a            choose the optimizer, the attention implementation (Enter opens the list)
-  k d p          toggle gradient checkpointing, double quant, kbit-prep
-  tab, shift+tab move between the fields and the results
-  j              write the plan JSON (as `vramplan plan --json`) to the current folder
-  c              copy the `vramplan plan` command line of this screen
-  ? or F1        this help          q (outside a field) or ctrl+q   quit
+  m g s b r t   edit model, GPU, seq, batch, rank, targets
+                (Enter or Esc: back to the results)
+  o a           optimizer, attention implementation (Enter opens the list)
+  k d p         toggle grad checkpointing, double quant, kbit-prep
+  tab           next field (shift+tab: previous)
+  j             write the plan JSON (as `vramplan plan --json`) here
+  c             copy the `vramplan plan` command line of this screen
+  ? or F1       this help
+  q             quit (outside a field; ctrl+q anywhere)
 
 [b]Fields[/b]
-  model      a shorthand (7b, 8b, 70b), a catalogue name, or a path to a config.json
-  GPU        a size (24gb = 24 GiB) or a card (rtx4090, a100-80gb, h100); empty: no verdict
+  model      a shorthand (7b, 8b, 70b), a catalogue name, a config.json
+  GPU        a size (24gb = 24 GiB) or a card (rtx4090, a100-80gb, h100);
+             empty: no verdict
   targets    all-linear, or a comma list such as q_proj,v_proj
   optimizer  auto = adamw for LoRA, paged_adamw_32bit for QLoRA
-  Every change is planned at once. A value that cannot be planned is explained under its field,
-  and the screen keeps the last plan that could be made.
+  Every change is planned at once. A value that cannot be planned is
+  explained under its field; the screen keeps the last valid plan.
 
 [b]Reading the screen[/b]
-  Each bar stacks the components of the peak; the legend gives each fill character. ┃ is the GPU's
-  memory. The timeline shows the device memory at each phase of the step: load (between steps),
-  forward, loss, backward and the optimizer step; * marks the phase of the peak.
-  Sizes are GiB (1024³ bytes), as nvidia-smi would show them per GPU.
+  Each bar stacks the components at the peak; the legend names each
+  fill character. ┃ is the GPU's memory. The timeline shows the device
+  memory at each phase of the step (load = between steps, forward,
+  loss, backward, optimizer step); * marks the phase of the peak.
+  What fits: the largest batch (at this seq) and the largest seq (at
+  this batch) that fit this GPU, and the smallest catalogue GPU that
+  fits the job as it is. Sizes are GiB (1024³ bytes) per GPU, as
+  nvidia-smi shows them.
 
 Esc, q or ? closes this help."""
 
@@ -136,7 +143,7 @@ class VramplanApp(App):
                                      id=f"f-{name}", compact=True)
                     yield Static("", id=f"err-{name}", classes="error")
                 for name, _, label in SWITCH_FIELDS:
-                    yield Checkbox(label, bool(v[name]), id=f"f-{name}", compact=True, classes="switch")
+                    yield OnOff(label, bool(v[name]), id=f"f-{name}", compact=True, classes="switch")
                 yield WhatFits(self.planned, id="fits")
             with VerticalScroll(id="results"):
                 yield Bars(self.planned, id="bars")
@@ -237,3 +244,24 @@ class VramplanApp(App):
 def run_app(model: str, gpu: str | None, kw: dict, shapes: dict | None = None) -> None:
     """Start the terminal UI (the CLI's compare command calls this on a terminal)."""
     VramplanApp(model, gpu, kw, shapes=shapes).run()
+
+
+def screenshot(path: str | Path, model: str = "7b", gpu: str | None = "24gb", size: tuple[int, int] = (120, 34),
+               kw: dict | None = None) -> Path:
+    """Write an SVG of the screen as it opens (headless): the README's docs/tui.svg comes from here.
+
+    Example::
+
+        python -c "from vramplan.tui.app import screenshot; screenshot('docs/tui.svg')"
+    """
+    import asyncio
+
+    from .state import write_atomic
+
+    async def take() -> str:
+        app = VramplanApp(model, gpu, kw)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            return app.export_screenshot(title=f"vramplan {model}" + (f" --gpu {gpu}" if gpu else ""))
+
+    return write_atomic(Path(path), asyncio.run(take()))

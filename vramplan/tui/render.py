@@ -293,21 +293,29 @@ def fits_panel(planned, width: int) -> Text:
     return out
 
 
-def title(planned, invalid: bool) -> Text:
-    """The top line: model, size, workload, GPU; a warning while a field holds something that cannot be planned."""
+def title(planned, invalid: bool, width: int = 200) -> Text:
+    """The top line: model, size, workload, GPU; a warning while a field holds something that cannot be planned.
+    Shortened to fit ``width``: the warning always shows."""
     w = planned.plans[0].scenario.workload
-    shape = planned.shape
+    shape, gpu = planned.shape, planned.gpu
+    parts = [f"{shape.name}", f"{shape.params / 1e9:.2f}B params", f"seq {w.seq} × batch {w.batch}"]
+    if w.gpus > 1:
+        parts.append(f"{w.gpus} GPUs ({w.shard}), per GPU")
+    if gpu:
+        same = gpu.name == f"{gib(gpu.memory_bytes):g} GiB"
+        parts.append(gpu.name if same else f"{gpu.name} ({fmt_gib(gpu.memory_bytes)})")
+    warning = "  ⚠ last valid plan" if invalid else ""
+    text = " " + " · ".join(parts)
+    if 10 + len(text) + len(warning) > width:
+        parts[1] = f"{shape.params / 1e9:.2f}B"
+        if gpu:
+            parts[-1] = gpu.id if not gpu.name.endswith("GiB") else gpu.name
+        text = " " + " · ".join(parts)
     out = Text()
     out.append(" vramplan ", style="bold reverse")
-    out.append(f" {shape.name} · {shape.params / 1e9:.2f}B params · seq {w.seq} × batch {w.batch}")
-    if w.gpus > 1:
-        out.append(f" · {w.gpus} GPUs ({w.shard}), per GPU")
-    if planned.gpu:
-        out.append(f" · {planned.gpu.name}")
-        if planned.gpu.name != f"{gib(planned.gpu.memory_bytes):g} GiB":
-            out.append(f" ({fmt_gib(planned.gpu.memory_bytes)})")
+    out.append(text)
     if invalid:
-        out.append("  ⚠ showing the last valid plan", style="bold #ff6b6b")
+        out.append(warning, style="bold #ff6b6b")
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.cells import cell_len
 from textual.widget import Widget
+from textual.widgets import Checkbox
 
 from . import render
 
@@ -113,4 +114,13 @@ class TitleBar(Widget):
         self.refresh()
 
     def render(self):
-        return render.title(self.planned, self.invalid)
+        return render.title(self.planned, self.invalid, self.size.width or 80)
+
+
+class OnOff(Checkbox):
+    """A checkbox marked X when on and blank when off, so that its state reads without colour."""
+
+    @property
+    def _button(self):
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super()._button
