@@ -242,3 +242,25 @@ def test_context_length_1k_to_32k():
     assert r4090[r4090["fits"]].groupby("model")["seq"].max().to_dict() == {"llama-2-7b": 16384,
                                                                            "llama-3.1-8b": 4096}
     assert gib2(one(a100, model="llama-3.1-8b", seq=32768)["headroom_bytes"]) == 4.04
+
+
+def test_when_qlora_is_worth_it():
+    # Question: when does QLoRA stop being worth it? Worth it = LoRA does not fit and QLoRA does.
+    _, df = sweep("lora-or-qlora.yaml")
+    peaks = {"llama-3.2-1b": (6.17, 5.96), "llama-3.2-3b": (10.22, 8.18), "llama-3.1-8b": (19.58, 13.45),
+             "qwen2.5-14b": (33.48, 20.63), "qwen2.5-32b": (68.05, 30.66), "llama-3.1-70b": (140.02, 54.01)}
+    for model, (lora, qlora) in peaks.items():
+        got = tuple(gib2(one(df, model=model, gpu="a100-80gb", method=m)["peak_bytes"]) for m in ("lora", "qlora"))
+        assert got == (lora, qlora), model
+    worth = set()
+    for (model, gpu), g in df.groupby(["model", "gpu"]):
+        lora, qlora = one(g, method="lora"), one(g, method="qlora")
+        if not lora["fits"] and qlora["fits"]:
+            worth.add((model, gpu))
+        # dequantizing every 4-bit weight before each use costs time: QLoRA is never faster here
+        assert 0.90 < qlora["tokens_per_s"] / lora["tokens_per_s"] < 1.0, (model, gpu)
+    assert worth == {("qwen2.5-14b", "rtx4090"), ("llama-3.1-70b", "a100-80gb"), ("llama-3.1-70b", "h100")}
+    one_b = {m: one(df, model="llama-3.2-1b", gpu="rtx4090", method=m) for m in ("lora", "qlora")}
+    assert gib2(one_b["lora"]["peak_bytes"] - one_b["qlora"]["peak_bytes"]) == 0.21
+    assert gib2(one_b["lora"]["weights_bytes"] - one_b["qlora"]["weights_bytes"]) == 0.87
+    assert gib2(one_b["qlora"]["activations_bytes"] - one_b["lora"]["activations_bytes"]) == 0.61

@@ -43,6 +43,14 @@ def grid():
     return sf, run_sweep(sf).df
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def scalar(row) -> object:
     """plan_scenario for one sweep row, built from the row's knobs as the CLI builds them."""
     shape = load_model({"llama-3.1-8b": "8b", "mixtral-8x7b": "47b", "gemma-2-9b": "9b"}[row["model"]])
@@ -120,6 +128,7 @@ def test_writers_round_trip(tmp_path, suffix, grid):
     small = df.head(50)
     path = write(small, tmp_path / f"sweep{suffix}")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"sweep{suffix}"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     if suffix == ".csv":
         back = pd.read_csv(path)
     elif suffix == ".parquet":

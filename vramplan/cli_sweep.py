@@ -150,11 +150,11 @@ def _progress_callback(sf):
 def sweep_cmd(scenario, out, as_json, columns, limit):
     """A scenario file's grid of models x GPUs x knobs as one table: every component, the three peaks, fits.
 
-    Lists in the file are axes (cartesian product; zip: pairs them). Columns: the knobs, tokens, gpu,
-    gpu_memory_bytes, params, trainable_params, weights/quant_constants/adapters/gradients/optimizer/
-    activations/overhead _bytes, peak_bytes, peak_reserved_bytes, peak_allocated_bytes, peak_tensor_bytes,
-    peak_phase, peak_where, fits, headroom_bytes, tokens_per_s (one row per scenario and GPU). Ctrl-C keeps
-    finished rows.
+    Lists in the file are axes (cartesian product; zip: pairs them). Columns, one row per scenario and GPU:
+    the knobs, tokens, gpu, gpu_memory_bytes, params, trainable_params, the seven components as
+    <component>_bytes (weights, quant_constants, adapters, gradients, optimizer, activations, overhead),
+    peak_bytes, peak_reserved_bytes, peak_allocated_bytes, peak_tensor_bytes, peak_phase, peak_where, fits,
+    headroom_bytes, tokens_per_s. Ctrl-C keeps the finished rows (and writes them to --out).
 
     Example:
 

@@ -324,6 +324,16 @@ def to_json_records(df) -> str:
     return df.to_json(orient="records", indent=None)
 
 
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, or what a new file gets under the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write(df, path) -> Path:
     """Write a sweep to .csv, .parquet or .json (records), atomically: temp file in the same folder, then
     os.replace, so an interrupted write leaves the old file or the new one, never half of one."""
@@ -346,6 +356,7 @@ def write(df, path) -> Path:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(to_json_records(df))
                 f.write("\n")
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600 files; give the result the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         raise SweepOutputError(f"--out {path}: cannot write it ({exc.strerror}); pick another path") from None
