@@ -124,6 +124,17 @@ def test_value_checks():
         "line 3: columns: 'peak' is not a sweep column (did you mean peak_bytes?)"]
 
 
+def test_models_and_gpus():
+    assert problems("question: q\nmodel: [7b, llama-2-7b]\n") == [
+        "line 2: model llama-2-7b is llama-2-7b, like 7b; list it once"]
+    assert problems("question: q\nmodel: meta-llama/Llama-3.3-70B\n") == [
+        "line 2: model meta-llama/Llama-3.3-70B: not in the catalogue, and a sweep reads nothing from the Hub: "
+        "download its config.json and name the path (relative to the scenario file), or use a catalogue model "
+        "(`vramplan models`)"]
+    sf = parse_scenario("question: q\nmodel: 8b\ngpu: [24, 80gb, h100]\n")
+    assert [sf.gpus[g].memory_bytes for g in sf.axes["gpu"].values] == [24 * 2**30, 80 * 2**30, 85_520_809_984]
+
+
 def test_combinations_the_libraries_refuse():
     base = "question: q\nmodel: 7b\nmethod: qlora\n"
     assert problems(base + "gpus: [1, 2]\n") == [

@@ -95,6 +95,20 @@ def test_equals_scalar_planner_row_for_row(grid):
         assert row["tokens_per_s"] == pytest.approx(estimate_speed(b.scenario).tokens_per_second, rel=1e-9)
 
 
+def test_zipped_model_and_gpu_equal_scalar():
+    sf = parse_scenario("question: q\nmodel: [8b, 70b, 3b]\ngpu: [rtx4090, h100, 24gb]\nzip: [model, gpu]\n"
+                        "method: qlora\nseq: [512, 4096]\n")
+    df = run_sweep(sf).df
+    assert list(zip(df["model"], df["gpu"], df["seq"])) == [
+        ("llama-3.1-8b", "rtx4090", 512), ("llama-3.1-8b", "rtx4090", 4096), ("llama-3.1-70b", "h100", 512),
+        ("llama-3.1-70b", "h100", 4096), ("llama-3.2-3b", "24gb", 512), ("llama-3.2-3b", "24gb", 4096)]
+    for k, (name, gpu) in enumerate([("8b", "rtx4090")] * 2 + [("70b", "h100")] * 2 + [("3b", "24gb")] * 2):
+        b = plan_scenario(Scenario(load_model(name), Recipe.default("qlora"), Workload(seq=int(df["seq"][k])),
+                                   resolve_gpu(gpu)))
+        assert (df["peak_bytes"][k], df["overhead_bytes"][k], df["headroom_bytes"][k]) == (
+            b.peak_bytes, b.components["overhead"], b.headroom_bytes)
+
+
 def test_components_sum_to_peak_and_hopper_differs(grid):
     _, df = grid
     total = sum(df[f"{c}_bytes"] for c in COMPONENTS)
@@ -113,6 +127,15 @@ def test_no_gpu_means_empty_fits():
     assert str(df["fits"].dtype) == "boolean" and str(df["headroom_bytes"].dtype) == "Int64"
     b = plan_scenario(Scenario(load_model("8b"), Recipe.default("qlora"), Workload(seq=1024)))
     assert df["peak_bytes"].tolist()[1] == b.peak_bytes
+
+
+def test_cli_empty_cells(tmp_path, capsys):
+    f = tmp_path / "nogpu.yaml"
+    f.write_text("question: No GPU named\nmodel: 8b\nmethod: qlora\n")
+    assert main(["sweep", str(f), "--columns", "seq,fits,headroom_bytes,tokens_per_s,gpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["seq", "┃", "fits", "┃", "headroom", "┃", "tokens/s", "┃", "gpu"]
+    assert out[3].split() == ["2048", "│", "-", "│", "-", "│", "-", "│", "-"]
 
 
 def test_bare_size_has_memory_but_no_speed():

@@ -34,9 +34,7 @@ def default_columns(sf, df) -> list[str]:
     peak and its phase, and with GPUs fits and headroom."""
     cols = []
     for axis in sf.varying:
-        name = "gpu" if axis.name == "gpu" else axis.name
-        if name not in cols:
-            cols.append(name)
+        cols.append(axis.name)
     for c in _METRICS:
         if c.endswith("_bytes") and c != "peak_bytes" and len(df) and not df[c].any():
             continue
@@ -48,10 +46,17 @@ def default_columns(sf, df) -> list[str]:
     return cols
 
 
+def _missing(value) -> bool:
+    """None, NaN or pandas' NA (an empty cell: no GPU, no speed figure)."""
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
 def _cell(col, value) -> str:
     from .units import gib
 
-    if value is None or value != value or (hasattr(value, "__class__") and str(value) == "<NA>"):
+    if _missing(value):
         return "-"
     if col.endswith("_bytes"):
         return f"{gib(int(value)):.2f}"
@@ -90,7 +95,7 @@ def render_sweep(sf, df, columns, limit: int, total_rows: int, file=None) -> Non
         style = None
         if "fits" in columns:
             fit = rec[columns.index("fits")]
-            style = "red" if (fit is not None and fit == fit and str(fit) != "<NA>" and not bool(fit)) else None
+            style = None if _missing(fit) or bool(fit) else "red"
         table.add_row(*(_cell(c, v) for c, v in zip(columns, rec)), style=style)
     con.print(table)
     if len(df) > limit:

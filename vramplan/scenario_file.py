@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ScenarioError, VramplanError
+from .errors import ScenarioError, UnknownModelError, VramplanError
 from .spec import ATTN_IMPLS, BLOCKSIZES, OPTIMIZERS, QUANT_TYPES, SHARDING
 
 # Rows a file may ask for: a sweep this big still runs in seconds; beyond it a typo is more likely than intent.
@@ -266,6 +266,10 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
                 models[value] = _load_model(value, base_dir)
             except VramplanError as exc:
                 problems.append((item_line, f"model {value}: {exc}"))
+                continue
+            same = [k for k, v in models.items() if k != value and v.name == models[value].name]
+            if same:
+                problems.append((item_line, f"model {value} is {models[value].name}, like {same[0]}; list it once"))
     gpus: dict = {None: None}
     if "gpu" in entries:
         from .gpus import resolve_gpu
@@ -273,6 +277,8 @@ def parse_scenario(text: str, *, path: str = "<scenario>", base_dir=None) -> Sce
         gpus = {}
         seen_ids: dict = {}
         for item_line, value in _items(entries["gpu"][1], construct):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # gpu: 24 is a size, as --gpu 24 is
             if not isinstance(value, str):
                 continue
             try:
@@ -564,6 +570,11 @@ def _load_model(value: str, base_dir):
         shape = load_model(str(p))
         stem = p.parent.name if p.is_dir() else p.stem
         return replace(shape, name=stem if stem != "config" else p.parent.name)
+    if value.count("/") == 1 and not value.startswith((".", "/", "~")) and not value.endswith(".json"):
+        raise UnknownModelError(
+            f"not in the catalogue, and a sweep reads nothing from the Hub: download its config.json and name the "
+            f"path (relative to the scenario file), or use a catalogue model (`vramplan models`)"
+        )
     return load_model(value)  # raises UnknownModelError with the usual advice
 
 
