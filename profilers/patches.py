@@ -13,6 +13,11 @@ that a fake run and a real run give the same bytes with them in place.
    decide whether to cast its input to the adapter dtype; when the tracer emulates ``Trainer(bf16=True)`` with
    CPU autocast, the patch answers for the CPU autocast state, as the real CUDA run would for CUDA.
 
+3. Dropout: on CUDA, ``F.dropout`` takes the fused ``native_dropout`` kernel, which saves a 1-byte bool mask;
+   on CPU, ATen takes a composite path that saves a mask in the input's dtype (4 bytes for fp32 LoRA inputs).
+   ``use_native_dropout(model)`` makes the model's dropout modules call ``torch.native_dropout``, the kernel
+   CUDA runs (same scaling, same saved tensors), so CPU traces count what a GPU holds.
+
 bitsandbytes' double-quant table (``functional.name2qmap["dynamic"]``) is built lazily with ``.tolist()``,
 which fake tensors cannot do: ``prime_bitsandbytes()`` builds it once with bitsandbytes' own function first.
 """
@@ -54,3 +59,26 @@ def tracing_patches(*, emulate_cuda_autocast: bool):
     finally:
         mu.find_packed_sequence_indices = original_find
         torch.is_autocast_enabled = original_autocast
+
+
+
+def use_native_dropout(model) -> int:
+    """Swap every active ``nn.Dropout`` of ``model`` for one that runs ``torch.native_dropout``, as CUDA does.
+
+    A module swap, not a global patch, so gradient checkpointing's recompute runs the same kernel as the forward.
+    Returns how many modules were swapped.
+    """
+    import torch
+
+    class NativeDropout(torch.nn.Dropout):
+        def forward(self, x):
+            if self.training and 0.0 < self.p < 1.0 and x.numel() > 0:
+                return torch.native_dropout(x, self.p, True)[0]
+            return super().forward(x)
+
+    swapped = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Dropout and module.p > 0:
+            module.__class__ = NativeDropout
+            swapped += 1
+    return swapped

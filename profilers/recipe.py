@@ -38,7 +38,10 @@ PROFILE_EXTRA = "pip install 'vramplan[profile]'"
 def require(*names: str):
     """Import the heavy libraries, or raise one line naming the extra to install."""
     import importlib
+    import logging
 
+    # bitsandbytes' CPU backend logs a warning when an optional CPU kernel package is absent: irrelevant here
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     mods = []
     for name in names:
         try:
@@ -111,7 +114,7 @@ def build_skeleton(config_dict: dict, recipe):
         except (ValueError, ImportError) as exc:
             raise ScenarioError(
                 f"transformers {transformers.__version__} cannot build {config.model_type} with attention "
-                f"{recipe.attn!r} ({' '.join(str(exc).split())[:160]}); try --attn sdpa or --attn eager") from None
+                f"{recipe.attn!r} ({' '.join(str(exc).split())[:160]}); try --attn eager") from None
     if recipe.quantized:
         from transformers.quantizers import AutoHfQuantizer
 

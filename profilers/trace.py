@@ -4,7 +4,7 @@ The step is the planner's step, run by the real libraries: a warm-up optimizer s
 state (steady state, as in every step after the first), then the traced step runs forward (the model call,
 under autocast when the recipe says so, with ``labels`` so transformers computes the loss as Trainer does),
 backward, ``optimizer.step()`` and ``zero_grad(set_to_none=True)``. The phase switches from forward to loss
-when the output projection (lm_head) has run.
+when the output projection (lm_head) starts.
 
 What a trace sees: every tensor the step's code allocates, at CUDA's 512-byte granularity. What it cannot see:
 the CUDA context, cuBLAS workspaces, allocator caching and fragmentation, CUDA-only kernel buffers, and paging
@@ -36,6 +36,7 @@ class TraceResult:
     scenario: object
     fake: bool
     phases: list
+    subphases: list
     peak_bytes: int
     peak_phase: str
     peak_where: str
@@ -72,8 +73,23 @@ class TraceResult:
         }
 
 
-def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=None, seed: int = 0) -> TraceResult:
-    """Trace one scenario (one method) built from ``config_dict``. ``progress(text)`` is told each stage."""
+def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=None, seed: int = 0,
+                   detailed: bool = False) -> TraceResult:
+    """Trace one scenario (one method) built from ``config_dict``. ``progress(text)`` is told each stage.
+
+    ``detailed`` keeps, at each phase's peak, the list of live storages (component, bytes, creating op).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # the libraries warn about deprecations and CPU fallbacks (paged optimizers) that do not change bytes
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _trace(scenario, config_dict, fake=fake, progress=progress, seed=seed, detailed=detailed)
+
+
+def _trace(scenario, config_dict, *, fake, progress, seed, detailed) -> TraceResult:
     torch, _transformers, _peft = require("torch", "transformers", "peft")
     recipe, workload = scenario.recipe, scenario.workload
     if workload.gpus > 1:
@@ -87,14 +103,22 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
         prime_bitsandbytes()
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from .patches import tracing_patches
+    from .patches import tracing_patches, use_native_dropout
 
     t0 = time.perf_counter()
     say("building the model on the meta device")
+    from vramplan.memory import effective_attn
+
+    attn = effective_attn(scenario.model, recipe)
+    if attn != recipe.attn:
+        from dataclasses import replace
+
+        recipe = replace(recipe, attn=attn)  # what transformers runs for this model (Gemma 2: eager), as planned
     model, config = build_skeleton(config_dict, recipe)
+    use_native_dropout(model)  # dropout saves what CUDA's kernel saves (patches.py, item 3)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     Tracker = make_tracker()
-    tracker = Tracker()
+    tracker = Tracker(detailed=detailed)
     with tracing_patches(emulate_cuda_autocast=recipe.autocast):
         say("making the tensors" + (" (fake)" if fake else ""))
         with fake_mode:
@@ -104,8 +128,15 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
         loss_value = None
         with fake_mode, tracker:
             _register_static(tracker, built, optimizer)
-            hooks = [p.register_post_accumulate_grad_hook(lambda p: tracker.register(p.grad, "gradients"))
-                     for p in built.adapters]
+            layer_of = _layer_labels(model, built.adapters, config.num_hidden_layers)
+
+            def on_grad(p):
+                tracker.register(p.grad, "gradients")
+                label = layer_of.get(id(p))
+                if label and tracker.phase == "backward" and tracker.sub != label:
+                    tracker.enter_sub(label)
+
+            hooks = [p.register_post_accumulate_grad_hook(on_grad) for p in built.adapters]
             say("warm-up optimizer step (creates the optimizer state)")
             tracker.enter("warmup", component="optimizer")
             for p in built.adapters:
@@ -115,22 +146,26 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
 
             tracker.enter("load")
             head = model.get_output_embeddings()
-            switch = head.register_forward_hook(lambda *_: tracker.enter("loss") if tracker.phase == "forward"
-                                                else None)
+            # the planner's loss phase starts at the output projection (logits, and its autocast weight copy)
+            switch = head.register_forward_pre_hook(lambda *_: tracker.enter("loss") if tracker.phase == "forward"
+                                                    else None)
             say(f"forward ({config.num_hidden_layers} layers, {workload.batch} x {workload.seq} tokens)")
             tracker.enter("forward")
             g = torch.Generator().manual_seed(seed)
             ids = torch.randint(0, config.vocab_size, (workload.batch, workload.seq), generator=g) if not fake \
                 else torch.zeros((workload.batch, workload.seq), dtype=torch.long)
             labels = ids.clone()
+            # a collator's attention_mask sits on the GPU for the whole step; with no padding transformers takes
+            # the same causal path with or without it, so it is held but not passed (see patches.py, item 1)
+            attention_mask = torch.ones_like(ids)
             autocast = (torch.autocast("cpu", dtype=torch_dtype(recipe.dtype)) if recipe.autocast
                         else contextlib.nullcontext())
             with autocast:
                 loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-            del ids, labels
             switch.remove()
             say("backward")
             tracker.enter("backward")
+            tracker.enter_sub("log_softmax backward")
             loss.backward()
             if not fake:
                 loss_value = float(loss.detach())
@@ -139,6 +174,7 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
             tracker.enter("optimizer", component="optimizer")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            del ids, labels, attention_mask  # the training loop's next batch replaces them
             tracker.enter("end")
             for h in hooks:
                 h.remove()
@@ -148,10 +184,28 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
     if recipe.optimizer.startswith("paged_"):
         notes.append("paged optimizer state is counted as ordinary tensors (no paging without CUDA)")
     return TraceResult(
-        scenario=scenario, fake=fake, phases=phases, peak_bytes=top.peak_bytes, peak_phase=top.phase,
+        scenario=scenario, fake=fake, phases=phases, subphases=list(tracker.subphases.values()), peak_bytes=top.peak_bytes, peak_phase=top.phase,
         peak_where=top.where, components=dict(top.components), trainable_params=n_train,
         seconds=time.perf_counter() - t0, ops=tracker.ops, loss=loss_value, notes=notes,
     )
+
+
+def _layer_labels(model, params, num_layers: int) -> dict:
+    """id(param) -> which stretch of the backward its gradient marks (the planner's backward 'where' labels)."""
+    import re
+
+    wanted = {id(p) for p in params}
+    labels = {}
+    for name, p in model.named_parameters():
+        if id(p) not in wanted:
+            continue
+        m = re.search(r"\.layers\.(\d+)\.", name)
+        if m is None:
+            continue
+        k = int(m.group(1))
+        labels[id(p)] = ("last decoder layer" if k == num_layers - 1 else "first decoder layer" if k == 0
+                         else "decoder layers")
+    return labels
 
 
 def _register_static(tracker, built, optimizer) -> None:

@@ -28,11 +28,12 @@ def rounded(nbytes: int) -> int:
 
 
 class _Info:
-    __slots__ = ("nbytes", "component", "__weakref__")
+    __slots__ = ("nbytes", "component", "op", "__weakref__")
 
-    def __init__(self, nbytes, component):
+    def __init__(self, nbytes, component, op=""):
         self.nbytes = nbytes
         self.component = component
+        self.op = op
 
 
 @dataclass
@@ -43,6 +44,7 @@ class PhasePeak:
     where: str = ""
     start_bytes: int = 0
     end_bytes: int = 0
+    live: list = field(default_factory=list)  # (component, bytes, creating op) at the peak, when detailed
 
 
 def make_tracker():
@@ -54,8 +56,9 @@ def make_tracker():
     from torch.utils.weak import WeakIdKeyDictionary
 
     class LiveTracker(TorchDispatchMode):
-        def __init__(self):
+        def __init__(self, detailed: bool = False):
             super().__init__()
+            self.detailed = detailed  # keep the list of live storages at each phase's peak (slow; for debugging)
             self.live = WeakIdKeyDictionary()
             self._refs = {}
             self.totals = dict.fromkeys(COMPONENTS, 0)
@@ -63,6 +66,8 @@ def make_tracker():
             self.component = "activations"
             self.phase = "setup"
             self.phases: dict[str, PhasePeak] = {}
+            self.subphases: dict[str, PhasePeak] = {}  # "backward/last decoder layer" and so on
+            self.sub = ""
             self.ops = 0
 
         # ---- registration --------------------------------------------------------------------------------
@@ -95,7 +100,18 @@ def make_tracker():
             self.current -= info.nbytes
 
         # ---- phases --------------------------------------------------------------------------------------
+        def enter_sub(self, label: str) -> None:
+            """Mark a stretch inside the current phase (e.g. which layer's backward runs)."""
+            self.sub = label
+            key = f"{self.phase}/{label}"
+            if key not in self.subphases:
+                self.subphases[key] = PhasePeak(key, start_bytes=self.current)
+            sp = self.subphases[key]
+            if self.current > sp.peak_bytes:
+                sp.peak_bytes, sp.components, sp.where = self.current, dict(self.totals), "start"
+
         def enter(self, phase: str, component: str = "activations") -> None:
+            self.sub = ""
             if self.phase in self.phases:
                 self.phases[self.phase].end_bytes = self.current
             self.phase = phase
@@ -112,6 +128,14 @@ def make_tracker():
                 pp.peak_bytes = self.current
                 pp.components = dict(self.totals)
                 pp.where = where
+                if self.detailed:
+                    pp.live = [(i.component, i.nbytes, i.op) for i in list(self.live.values())]
+            if self.sub:
+                sp = self.subphases[f"{self.phase}/{self.sub}"]
+                if self.current > sp.peak_bytes:
+                    sp.peak_bytes, sp.components, sp.where = self.current, dict(self.totals), where
+                    if self.detailed:
+                        sp.live = [(i.component, i.nbytes, i.op) for i in list(self.live.values())]
 
         # ---- dispatch ------------------------------------------------------------------------------------
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -123,7 +147,7 @@ def make_tracker():
                 info = self.live.get(st)
                 if info is None:
                     nbytes = rounded(st.nbytes())
-                    info = _Info(nbytes, self.component)
+                    info = _Info(nbytes, self.component, func.__name__)
                     self.live[st] = info
                     key = id(info)
                     self._refs[key] = weakref.ref(st, lambda _r, k=key, i=info: self._free(k, i))

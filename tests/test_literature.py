@@ -100,15 +100,15 @@ def test_qlora_7b_24gb_budget():
     assert r64["optimizer_bytes"] == 8 * r64["trainable_params"]
     # activations are linear in tokens: ~10 GB is between 8k and 16k tokens per micro-batch
     act = {t: one(df, rank=16, seq=2048, batch=t // 2048)["activations_bytes"] for t in (2048, 4096, 8192, 16384)}
-    assert [round(a / GB, 2) for a in act.values()] == [2.16, 4.10, 8.11, 16.13]
+    assert [round(a / GB, 2) for a in act.values()] == [2.16, 4.05, 7.85, 15.58]
     assert act[8192] < 10 * GB < act[16384]
-    assert one(df, rank=16, seq=2048, batch=4)["peak_bytes"] / GB == pytest.approx(13.95, abs=0.005)
+    assert one(df, rank=16, seq=2048, batch=4)["peak_bytes"] / GB == pytest.approx(13.66, abs=0.005)
     # every grid point up to 16k tokens fits the RTX 4090; 32k tokens does not
     tokens = df["seq"] * df["batch"]
     assert df[tokens <= 16384]["fits"].all() and not df[tokens > 16384]["fits"].any()
-    assert gib2(one(df, rank=16, seq=2048, batch=8)["peak_bytes"]) == 20.83
-    assert gib2(one(df, rank=64, seq=2048, batch=8)["peak_bytes"]) == 22.20
-    assert gib2(one(df, rank=16, seq=4096, batch=8)["peak_bytes"]) == 36.51
+    assert gib2(one(df, rank=16, seq=2048, batch=8)["peak_bytes"]) == 20.29
+    assert gib2(one(df, rank=64, seq=2048, batch=8)["peak_bytes"]) == 21.67
+    assert gib2(one(df, rank=16, seq=4096, batch=8)["peak_bytes"]) == 35.53
 
 
 def test_full_finetune_8b_and_65b():
@@ -134,7 +134,7 @@ def test_full_finetune_8b_and_65b():
     f65 = one(df, model="llama-65b", method="full", optimizer="adamw_32bit")
     assert f65["peak_bytes"] > 780 * GB and round(f65["peak_bytes"] / GB, 1) == 791.6
     q65 = one(df, model="llama-65b", method="qlora", optimizer="adamw")
-    assert q65["peak_bytes"] < 48 * GB and round(q65["peak_bytes"] / GB, 2) == 46.46
+    assert q65["peak_bytes"] < 48 * GB and round(q65["peak_bytes"] / GB, 2) == 45.96
 
 
 def test_double_quant_saves_0373_bits():
@@ -171,8 +171,8 @@ def test_65b_on_one_48gb_gpu():
     # Claim: QLoRA fine-tunes a 65B model on a single 48 GB GPU.
     _, df = sweep("65b-on-48gb.yaml")
     table = {  # (kbit_prep, double_quant) -> (batch 1, batch 4) peaks in GiB, as the file prints them
-        (False, True): (42.30, 44.32), (False, False): (45.11, 47.12),
-        (True, True): (43.43, 48.49), (True, False): (46.23, 51.29),
+        (False, True): (42.25, 44.10), (False, False): (45.05, 46.90),
+        (True, True): (43.32, 48.02), (True, False): (46.12, 50.82),
     }
     for (kbit, dq), peaks in table.items():
         got = tuple(gib2(one(df, gpu="rtxa6000", kbit_prep=kbit, double_quant=dq, batch=b)["peak_bytes"])
@@ -187,15 +187,15 @@ def test_65b_on_one_48gb_gpu():
     assert one(df, gpu="rtxa6000", kbit_prep=False, double_quant=True, batch=4)["fits"]
     assert not one(df, gpu="rtxa6000", kbit_prep=True, double_quant=True, batch=4)["fits"]
     assert (gib2(paper["headroom_bytes"]), gib2(one(df, gpu="rtxa6000", kbit_prep=False, double_quant=True,
-                                                        batch=4)["headroom_bytes"])) == (5.68, 3.67)
+                                                        batch=4)["headroom_bytes"])) == (5.74, 3.89)
 
 
 def test_70b_fsdp_on_two_24gb_gpus():
     # Claim: FSDP + QLoRA trains a 70B model on two 24 GB GPUs.
     _, df = sweep("70b-fsdp-2x24gb.yaml")
     table = {  # (model, kbit_prep) -> peaks per GPU at seq 512, 1024, 2048 (GiB), as the file prints them
-        ("llama-2-70b", False): (22.40, 23.41, 25.42), ("llama-2-70b", True): (24.71, 26.55, 30.23),
-        ("llama-3.1-70b", False): (26.81, 28.20, 31.09), ("llama-3.1-70b", True): (35.34, 37.44, 41.64),
+        ("llama-2-70b", False): (22.33, 23.27, 25.13), ("llama-2-70b", True): (24.56, 26.26, 29.65),
+        ("llama-3.1-70b", False): (26.75, 28.20, 31.09), ("llama-3.1-70b", True): (35.34, 37.44, 41.64),
     }
     for (model, kbit), peaks in table.items():
         rows = [one(df, model=model, gpu="rtx4090", kbit_prep=kbit, seq=s) for s in (512, 1024, 2048)]
@@ -204,7 +204,7 @@ def test_70b_fsdp_on_two_24gb_gpus():
     longest = {k: int(g[g["fits"]]["seq"].max()) if g["fits"].any() else 0 for k, g in fits}
     assert longest == {("llama-2-70b", False): 1024, ("llama-2-70b", True): 0,
                        ("llama-3.1-70b", False): 0, ("llama-3.1-70b", True): 0}
-    assert gib2(one(df, model="llama-2-70b", gpu="rtx4090", kbit_prep=False, seq=1024)["headroom_bytes"]) == 0.58
+    assert gib2(one(df, model="llama-2-70b", gpu="rtx4090", kbit_prep=False, seq=1024)["headroom_bytes"]) == 0.72
     l3 = df[(df["model"] == "llama-3.1-70b") & (df["seq"] >= 1024)]
     assert (l3["peak_where"] == "log_softmax backward").all()
     shape = load_scenario_file(SCENARIOS / "70b-fsdp-2x24gb.yaml").models["70b"]
@@ -218,7 +218,7 @@ def test_70b_fsdp_on_two_24gb_gpus():
 def test_context_length_1k_to_32k():
     # Question: how does 7B QLoRA memory grow from 1k to 32k tokens, and where do activations and the loss take over?
     sf, df = sweep("context-length.yaml")
-    table = {"llama-2-7b": (6.24, 7.16, 9.07, 12.99, 20.83, 36.51),
+    table = {"llama-2-7b": (6.24, 7.16, 9.02, 12.72, 20.29, 35.53),
              "llama-3.1-8b": (11.36, 13.45, 17.61, 25.95, 42.62, 75.96)}
     seqs = (1024, 2048, 4096, 8192, 16384, 32768)
     a100 = df[df["gpu"] == "a100-80gb"]
@@ -232,7 +232,7 @@ def test_context_length_1k_to_32k():
     assert gib2(base) == 4.09
     # activations pass the weights between 4k and 8k tokens; the peak moves from the loss to the layers at 4k
     assert llama[4096]["activations_bytes"] < base < llama[8192]["activations_bytes"]
-    assert [llama[s]["peak_where"] for s in seqs] == ["log_softmax backward"] * 2 + ["last decoder layer"] * 4
+    assert [llama[s]["peak_where"] for s in seqs] == ["log_softmax backward"] * 4 + ["last decoder layer"] * 2
     # the 128k vocabulary: the loss is the peak at every length, 12 B per logit
     l3 = a100[a100["model"] == "llama-3.1-8b"]
     assert (l3["peak_where"] == "log_softmax backward").all()

@@ -302,6 +302,18 @@ def stream_bytes(recipe: Recipe) -> int:
     return 4 if recipe.upcast else dtype_bytes(recipe.dtype)
 
 
+def sliding_mask_applies(model: ModelShape, recipe: Recipe, seq):
+    """True (element-wise for arrays) when transformers builds a sliding-window mask for SDPA: seq > window."""
+    if model.sliding_window is None or effective_attn(model, recipe) != "sdpa":
+        return seq < 0  # False, or an all-False array
+    return seq > model.sliding_window
+
+
+def sliding_mask_shared_bytes(model: ModelShape, recipe: Recipe, tokens, seq):
+    """The bool sliding-window mask transformers builds once per forward: batch x S x S bytes (T x S)."""
+    return tokens * seq * sliding_mask_applies(model, recipe, seq)
+
+
 def effective_attn(model: ModelShape, recipe: Recipe) -> str:
     """The attention implementation transformers runs: Gemma 2 has no SDPA path (softcapping) and uses eager."""
     if recipe.attn == "sdpa" and not model.sdpa_supported:
@@ -367,6 +379,14 @@ def layer_activation_items(model: ModelShape, recipe: Recipe, seq, rank) -> dict
     if attn in ("sdpa", "flash"):
         items["attention"] = ab * (2 * qd + 2 * kvd) + 4 * nh  # q, k, v, out + fp32 logsumexp
         o_input_saved = True  # the o_proj input is the SDPA output, saved by SDPA already
+        if model.fused_qkv and qkv_bytes == ab:
+            # v is a view of the fused qkv output: saving v keeps the whole (q, k, v) storage alive (q and k are
+            # new tensors after RoPE). Under a dtype-changing autocast SDPA saves copies instead.
+            items["qkv_view"] = qkv_bytes * (qd + kvd)
+        if attn == "sdpa" and model.sliding_window is not None:
+            # a sliding-window mask (seq > window): SDPA turns the bool mask into an additive one per call (S x S
+            # per sequence in the compute dtype) and saves it for backward
+            items["sliding_window_mask"] = ab * seq * sliding_mask_applies(model, recipe, seq)
     else:  # eager: q, repeated k and v, the o_proj input copy, fp32 softmax and its cast
         per_s = (4 + ab) * nh + (ab * nh if model.attn_softcap else 0)  # softcap: tanh output
         items["attention"] = ab * 3 * qd + per_s * seq
@@ -454,19 +474,44 @@ def loss_bytes(model: ModelShape, recipe: Recipe, tokens) -> dict:
 
 
 def working_set_bytes(model: ModelShape, recipe: Recipe, tokens) -> dict:
-    """Short-lived tensors that are not saved: forward and backward working sets of one layer.
+    """Short-lived tensors of one decoder layer that are not saved for backward (bytes at ``tokens``).
 
-    Backward: three MLP-width gradients (of the product, the activation and up) and one hidden-width
-    gradient in flight at once; forward: one MLP-width intermediate and the LoRA result clone.
-    An estimate of the largest simultaneous temporaries, not a saved-tensor count.
+    Checked against traces of the real step (tests/test_agreement.py). Derived from the ops:
+
+    * ``forward``: the moment lora_A of the down projection runs. Alive besides the saved tensors: the MLP
+      product p (its input, i wide), peft's cast of p to the adapter dtype (plain linears always cast; 4-bit
+      layers only without autocast), dropout's output when autocast makes lora_A save a bf16 copy instead,
+      and three hidden-width tensors (the residual, the MLP's input and down's base output). Without a LoRA
+      down projection: p and the three hidden-width tensors.
+    * ``backward``: the MLP's backward, after the down projection's saved tensors are freed: three i-wide
+      gradients at once (of p, of the activation and of up) and one hidden-width gradient.
+    * ``backward_dequant``: for 4-bit layers, the moment bitsandbytes' MatMul4Bit backward multiplies by the
+      dequantized weight (``dequant_buffer_bytes``, added by the caller): one i-wide gradient from the LoRA
+      branch, the bf16 matmul output and the hidden-width gradient.
+    * ``down_saved``: what the down projection saved (its LoRA input copies and dropout mask), freed by the
+      time of the backward moments.
     """
     h, i = model.hidden_size, model.intermediate_size
     width = i * (model.experts_per_token if model.is_moe else 1)
     bs = stream_bytes(recipe)
     mlp_b = bs if recipe.quantized else dtype_bytes(recipe.dtype)
+    extra = 0
+    down_saved = 0
+    if recipe.trains_adapters and not model.is_moe and "down_proj" in {g.lora_target for g in lora_groups(model, recipe)}:
+        ad = dtype_bytes(recipe.adapter_dtype)
+        cast = mlp_b != ad and (not recipe.quantized or not recipe.autocast)
+        x_b = ad if cast else mlp_b
+        extra = width * ((ad if cast else 0) + (x_b if recipe.dropout > 0 and recipe.autocast else 0))
+        down_saved = _lora_input_bytes(i, mlp_b, recipe, 1, False)
     return {
-        "forward": tokens * (width * mlp_b + h * bs),
+        # + three hidden-width tensors: the residual, the MLP's input (the norm output) and down's base output
+        "forward": tokens * (width * mlp_b + extra + 2 * h * bs + h * mlp_b),
+        # in a checkpoint's recompute with a 16-bit stream, traces show two more hidden-width 16-bit tensors
+        # alive at that moment: an RMSNorm output and its cast back from fp32 (ops mul and _to_copy)
+        "recompute_extra": tokens * (0 if recipe.upcast else 2 * h * bs),
         "backward": tokens * (3 * width * mlp_b + h * bs),
+        "backward_dequant": tokens * (width * (mlp_b + 2) + h * bs) if recipe.quantized else 0,
+        "down_saved": tokens * down_saved,
     }
 
 

@@ -206,25 +206,40 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     per_layer = m.layer_activation_bytes(model, r, T, S, rank)
     gc_in = m.checkpoint_input_bytes(model, r, T)
     base_act = m.batch_tensor_bytes(model, T) + m.rope_bytes(model, r, T)
+    mask = m.sliding_mask_shared_bytes(model, r, T, S)  # built once per forward, alive until backward ends
     fnorm = m.final_norm_bytes(model, T)
     head_copy = m.head_weight_copy_bytes(model, r)
     loss = m.loss_bytes(model, r, T)
     ws = m.working_set_bytes(model, r, T)
     dq = m.dequant_buffer_bytes(model, r)
+    # the backward of one layer peaks in its MLP: after the down projection's saved inputs are freed, either
+    # three i-wide gradients at once, or (4-bit) one plus the dequantized weight of MatMul4Bit's backward
+    bwd_moment = _max([ws["backward"], ws["backward_dequant"] + dq["backward"]]) - ws["down_saved"]
     if r.grad_ckpt:
+        # the checkpointed forward saves nothing; its recompute in backward re-creates one layer's tensors
         held_layers = L * gc_in
-        fwd_layers = L * gc_in + per_layer
-        top_layers = L * gc_in + per_layer
-        bottom_layers = gc_in + per_layer
+        fwd_layers = L * gc_in + ws["forward"]
+        recompute = per_layer + ws["forward"] + ws["recompute_extra"]
+        if r.upcast:
+            # with an fp32 stream the first norm saves the layer's input itself: the checkpoint input, not a copy
+            recompute = recompute - gc_in
+        recomputed = per_layer - (gc_in if r.upcast else 0)
+        top_layers = L * gc_in + _max([recompute, recomputed + bwd_moment])
+        bottom_layers = gc_in + _max([recompute, recomputed + bwd_moment])
     else:
+        # without checkpointing nothing makes the embedding output require grad (peft's kbit prep only calls
+        # enable_input_require_grads for checkpointing), so the first layer's first norm saves nothing. With an
+        # fp32 stream its input is the embedding output itself, alive anyway as the residual: a smaller saving.
         first_layer_adj = 0
-        if not r.upcast and r.method != "full":
-            first_layer_adj = T * (4 * model.hidden_size + m.RMSNORM_SAVED_SCALAR)
+        if r.method != "full":
+            first_layer_adj = T * (3 * model.hidden_size if r.upcast else 4 * model.hidden_size
+                                   + m.RMSNORM_SAVED_SCALAR)
         held_layers = L * per_layer - first_layer_adj
         fwd_layers = held_layers + ws["forward"]
-        top_layers = held_layers
-        bottom_layers = per_layer
-    fwd_end = base_act + held_layers + fnorm + head_copy
+        top_layers = held_layers + bwd_moment
+        bottom_layers = per_layer + bwd_moment
+    held_mask = 0  # measured: the recompute does not keep the shared mask alive through backward
+    fwd_end = base_act + held_layers + fnorm + head_copy + held_mask
 
     context = m.cuda_context_bytes()
     cublas = m.cublas_workspace_bytes(hopper)
@@ -253,13 +268,13 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
         }
 
     load = state("load", "between steps", 0, 0)
-    fwd = state("forward", "last decoder layer", base_act + fwd_layers, 0, kernel=dq["forward"])
+    fwd = state("forward", "last decoder layer", base_act + mask + fwd_layers, 0, kernel=dq["forward"])
     loss_fwd = state("loss", "cross-entropy forward", fwd_end + loss["forward"], 0)
     bwd_states = [
         state("backward", "log_softmax backward", fwd_end + loss["backward"], 0),
-        state("backward", "last decoder layer", base_act + top_layers + ws["backward"] + dq["backward"],
+        state("backward", "last decoder layer", base_act + held_mask + top_layers,
               layer_grads + ddp_buckets),
-        state("backward", "first decoder layer", base_act + bottom_layers + ws["backward"] + dq["backward"],
+        state("backward", "first decoder layer", base_act + held_mask + bottom_layers,
               grads + ddp_buckets),
     ]
     bwd = _pick(bwd_states)
