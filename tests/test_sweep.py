@@ -271,3 +271,18 @@ def test_readme_examples_are_real_output(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", "bad.yaml"]) == 2
     assert capsys.readouterr().err == bad[1].split("```", 1)[0]
+
+
+def test_progress_bar_only_on_a_terminal_with_many_groups(monkeypatch):
+    from vramplan import cli_sweep
+
+    sf = parse_scenario(GRID)
+    monkeypatch.setattr(cli_sweep.sys.stderr, "isatty", lambda: False, raising=False)
+    assert cli_sweep._progress_callback(sf) == (None, None)
+    monkeypatch.setattr(cli_sweep.sys.stderr, "isatty", lambda: True, raising=False)
+    progress, update = cli_sweep._progress_callback(sf)
+    assert progress is not None and progress.tasks[0].total == sweep_mod.count_groups(sf) == 216
+    update(5, 216)
+    assert progress.tasks[0].completed == 5
+    small = parse_scenario("question: q\nmodel: 8b\nmethod: [lora, qlora]\nseq: [512, 1024]\n")
+    assert cli_sweep._progress_callback(small) == (None, None)  # 2 groups: no bar

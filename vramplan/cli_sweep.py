@@ -84,6 +84,8 @@ def render_sweep(sf, df, columns, limit: int, total_rows: int, file=None) -> Non
     # a pipe or file gets the whole width the table needs (rich would squeeze it into 80 columns)
     con = Console(highlight=False, file=file, width=None if out.isatty() else 200)
     con.print(sf.question, style="bold")
+    if sf.source:
+        con.print(f"source: {sf.source}", style="dim")
     table = Table(show_edge=False, pad_edge=False)
     for c in columns:
         right = c.endswith("_bytes") or c in ("seq", "batch", "rank", "gpus", "tokens", "blocksize", "params",
