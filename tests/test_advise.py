@@ -151,3 +151,18 @@ def test_plan_max_json_and_table(capsys):
     assert code == 0 and "7,168" in out and "multiples of 256" in out
     code, out, _ = run(capsys, "plan", "70b", "--max", "batch", "--gpu", "24gb")
     assert code == 0 and "does not fit even at batch 1" in out
+
+
+def test_offload_option_and_cards_without_bf16(capsys):
+    code, out, err = run(capsys, "gpus", "70b", "--method", "qlora", "--no-kbit-prep", "--offload", "--json")
+    assert code == 0, err
+    by_id = {o["gpu"]: o for o in json.loads(out)["options"]}
+    assert by_id["rtx4090"]["fits"] and by_id["rtx4090"]["gpus"] == 1 and by_id["rtx4090"]["shard"] == "fsdp"
+    assert by_id["v100-32gb"]["bf16_ok"] is False and by_id["v100-32gb"]["labels"] == []
+    assert by_id["h100"]["bf16_ok"] is True
+    code, out, _ = run(capsys, "plan", "70b", "--method", "qlora", "--shard", "fsdp", "--offload", "--gpu",
+                       "rtx4090", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["workload"]["offload"] is True and data["plans"][0]["fits"] is True
+    code, out, err = run(capsys, "plan", "8b", "--offload")
+    assert code == 2 and "--offload is FSDP's CPU offload: add --shard fsdp" in err

@@ -229,3 +229,41 @@ def test_fsdp_per_gpu_peak_never_grows_with_gpus():
     s = Scenario(load_model("70b"), Recipe.default("qlora"), Workload())
     peaks = [plan_scenario(s.with_(gpus=n, shard="fsdp")).peak_bytes for n in range(2, 33)]
     assert all(b <= a for a, b in zip(peaks, peaks[1:]))
+
+
+def test_fsdp_cpu_offload_by_hand():
+    # Llama-3.1-8B bf16 LoRA, 2 GPUs, FSDP with CPU offload: only gathered units and reduce-scatter buffers
+    s = Scenario(load_model("8b"), Recipe.default("lora"), Workload(gpus=2, shard="fsdp", offload=True))
+    b = plan_scenario(s)
+    gathered = 2_984_288_256  # root unit + two layer units with their adapters (test above)
+    phases = {p.name: p for p in b.phases}
+    assert phases["forward"].components["weights"] == 512 + gathered  # rotary buffers stay on the GPU
+    assert phases["load"].components["weights"] == 512  # between steps nothing is gathered
+    for p in b.phases:
+        assert p.components["adapters"] == 0 and p.components["optimizer"] == 0
+    layer_grads = 167_772_160 // 32
+    assert b.detail["fsdp_reduce_scatter_bytes"] == layer_grads + layer_grads // 2
+    assert phases["optimizer"].components["gradients"] == 0  # the step runs on the CPU
+    # one GPU with offload is FSDP too: the gathered units, nothing else of the model
+    one = plan_scenario(s.with_(gpus=1))
+    assert next(p for p in one.phases if p.name == "forward").components["weights"] == 512 + gathered
+    assert one.peak_bytes < plan_scenario(s.with_(gpus=1, shard="none", offload=False)).peak_bytes
+
+
+def test_offload_fits_70b_qlora_on_one_24gb_card_and_min_gpus_uses_it():
+    s = _scenario("70b", "qlora", "rtx4090", kbit_prep=False)
+    assert min_gpus(s, "fsdp") == 4  # without offload
+    off = s.with_(shard="fsdp", offload=True)
+    assert plan_scenario(off).peak_bytes <= s.gpu.memory_bytes
+    assert min_gpus(off, "fsdp") == 1
+    with pytest.raises(ScenarioError, match="add --shard fsdp"):
+        plan_scenario(s.with_(offload=True))
+
+
+def test_fsdp_phases_gather_only_during_forward_and_backward():
+    s = Scenario(load_model("70b"), Recipe.default("qlora"), Workload(gpus=4, shard="fsdp"))
+    b = plan_scenario(s)
+    phases = {p.name: p for p in b.phases}
+    gathered = b.detail["fsdp_gathered_bytes"]
+    assert phases["forward"].components["weights"] - phases["load"].components["weights"] == gathered
+    assert phases["optimizer"].components["weights"] == phases["load"].components["weights"]

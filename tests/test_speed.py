@@ -122,3 +122,17 @@ def test_faster_card_is_faster():
 def test_bare_size_has_no_speed():
     with pytest.raises(ScenarioError, match="use e.g. --gpu rtx4090"):
         estimate_speed(_s(gpu="24gb"))
+
+
+def test_offload_adds_host_transfers():
+    from vramplan import memory as m
+
+    base = Scenario(load_model("70b"), replace(Recipe.default("qlora"), kbit_prep=False),
+                    Workload(2048, 1, 1, "fsdp", offload=True), resolve_gpu("rtx4090"))
+    e = estimate_speed(base)
+    params = m.base_weight_bytes(base.model, base.recipe) + m.lora_adapter_bytes(base.model, base.recipe, 16)
+    grads = m.gradient_bytes(base.model, base.recipe, 16)
+    assert e.comm_seconds == pytest.approx((2 * params + grads) / (31.5e9 * LINK_EFFICIENCY))
+    assert e.assumptions["host_link_gbps"] == 31.5
+    h100 = estimate_speed(replace(base, gpu=resolve_gpu("h100")))
+    assert h100.assumptions["host_link_gbps"] == 63.0  # SXM cards reach the CPU over PCIe 5.0, not NVLink

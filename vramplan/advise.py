@@ -14,6 +14,7 @@ Recommendations (each option gets the labels it earns, with one line saying why)
 
 - ``buy``: the lowest purchase price among options that fit with at least ``HEADROOM_FRACTION`` (10 %) of
   the card's memory to spare (the model's stated estimates — allocator slack, CUDA context — need a margin);
+  cards without bf16 (T4, V100) are never picked for a bf16 recipe (use ``--dtype fp16`` for them);
 - ``rent``: the lowest rental cost per million training tokens (the fastest per dollar) among options with
   that headroom;
 - ``fastest``: the most tokens/s among options with that headroom.
@@ -87,6 +88,7 @@ class Option:
     tokens: int
     labels: tuple = field(default=())
     reasons: tuple = field(default=())
+    bf16: bool = True  # False: the card has no bf16 (T4, V100) and the recipe computes in bf16
 
     @property
     def headroom_fraction(self) -> float:
@@ -94,8 +96,8 @@ class Option:
 
     @property
     def roomy(self) -> bool:
-        """Fits with at least HEADROOM_FRACTION of the card's memory to spare."""
-        return self.fits and self.headroom_fraction >= HEADROOM_FRACTION
+        """Fits with at least HEADROOM_FRACTION of the card's memory to spare (and runs the recipe's dtype)."""
+        return self.fits and self.bf16 and self.headroom_fraction >= HEADROOM_FRACTION
 
     @property
     def purchase_usd(self) -> float | None:
@@ -142,23 +144,32 @@ class Option:
             "rent_cost_usd": None if self.rent_cost_usd is None else round(self.rent_cost_usd, 2),
             "usd_per_million_tokens": (None if self.usd_per_million_tokens is None
                                        else round(self.usd_per_million_tokens, 4)),
-            "labels": list(self.labels), "reasons": list(self.reasons),
+            "bf16_ok": self.bf16, "labels": list(self.labels), "reasons": list(self.reasons),
         }
+
+
+def _no_bf16(gpu: GpuSpec) -> bool:
+    """True for catalogue cards without bf16 tensor cores (the catalogue's ``bf16_supported: false``)."""
+    from .gpus import _raw_catalog
+
+    return any(e["id"] == gpu.id and e.get("bf16_supported") is False for e in _raw_catalog()["gpus"])
 
 
 def _option(scenario: Scenario, gpu: GpuSpec, tokens: int, max_gpus: int) -> Option:
     from .speed import estimate_speed
 
+    bf16 = not (scenario.recipe.dtype == "bf16" and _no_bf16(gpu))
     s = replace(scenario, gpu=gpu)
     cap = gpu.memory_bytes
     n = 1
-    b = plan_scenario(s.with_(gpus=1, shard="none"))
+    offload = s.workload.offload  # FSDP CPU offload: FSDP on every count, one card included
+    b = plan_scenario(s.with_(gpus=1, shard="fsdp" if offload else "none"))
     if b.peak_bytes > cap:
         need = min_gpus(s, "fsdp", limit=max_gpus)
         if need is None:
-            return Option(gpu, s.recipe.method, max_gpus, "fsdp", False, 0, 0, 0, 0, None, None, tokens)
+            return Option(gpu, s.recipe.method, max_gpus, "fsdp", False, 0, 0, 0, 0, None, None, tokens, bf16=bf16)
         n = next(c for c in GPU_COUNTS if c >= need)
-    shard = "none" if n == 1 else "fsdp"
+    shard = "fsdp" if n > 1 or offload else "none"
     s = s.with_(gpus=n, shard=shard)
     b = plan_scenario(s) if n > 1 else b
     tps = bound = None
@@ -166,7 +177,7 @@ def _option(scenario: Scenario, gpu: GpuSpec, tokens: int, max_gpus: int) -> Opt
         est = estimate_speed(s)
         tps, bound = est.tokens_per_second, est.bound
     return Option(gpu, s.recipe.method, n, shard, True, int(b.peak_bytes), int(cap - b.peak_bytes),
-                  max_fit(s, "batch"), max_fit(s, "seq"), tps, bound, tokens)
+                  max_fit(s, "batch"), max_fit(s, "seq"), tps, bound, tokens, bf16=bf16)
 
 
 def _sort_key(o: Option):
@@ -191,7 +202,8 @@ def _label(options: list[Option]) -> list[Option]:
             picks.setdefault(id(best), []).append((label, why(best)))
 
     pick([o for o in roomy if o.purchase_usd is not None], lambda o: (o.purchase_usd, -(o.tokens_per_second or 0)),
-         "buy", lambda o: f"cheapest to buy that fits with >= {pct} headroom: ${o.purchase_usd:,.0f}")
+         "buy", lambda o: (f"cheapest to buy that fits with >= {pct} headroom: ${o.purchase_usd:,.0f}"
+                           + (f", {o.hours:,.0f} h for {_tokens_label(o.tokens)} tokens" if o.hours else "")))
     pick([o for o in roomy if o.usd_per_million_tokens is not None], lambda o: o.usd_per_million_tokens,
          "rent", lambda o: (f"fastest per dollar (>= {pct} headroom): ${o.usd_per_million_tokens:.2f} per million "
                             f"tokens, ${o.rent_cost_usd:,.0f} for {_tokens_label(o.tokens)} tokens"))

@@ -107,7 +107,8 @@ def _build(model: str, gpu: str | None, kw: dict):
 
     methods = ("lora", "qlora") if kw["method"] == "both" else (kw["method"],)
     targets = tuple(t.strip() for t in kw["targets"].split(",") if t.strip()) or ("all-linear",)
-    workload = Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"])
+    workload = Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"],
+                        offload=kw.get("offload", False))
     workload.validate()
     gpu_spec = resolve_gpu(gpu) if gpu is not None else None
     shape = load_model(model, online=kw["online"])
@@ -145,7 +146,8 @@ def plan_json(shape, plans, gpu_spec) -> dict:
     return {
         "model": shape.to_dict(),
         "gpu": gpu_spec.to_dict() if gpu_spec else None,
-        "workload": {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard},
+        "workload": {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard,
+                     "offload": w.offload},
         "plans": [p.to_dict() for p in plans],
         "modelled_versions": {"torch": "2.13", "transformers": "5.23.0", "peft": "0.21.2", "bitsandbytes": "0.50.2"},
     }
@@ -206,6 +208,8 @@ def compare_cmd(model, gpu, as_json, no_tui, **kw):
 @click.option("--max", "max_knob", type=click.Choice(["seq", "batch", "rank"]), default=None,
               help="Solve for the largest sequence length, micro-batch or LoRA rank that fits --gpu.")
 @click.option("--step", type=int, default=1, show_default=True, help="With --max: answer a multiple of this.")
+@click.option("--offload", is_flag=True,
+              help="FSDP CPU offload of parameters, gradients and optimizer (with --shard fsdp; one GPU works too).")
 @_knobs
 def plan_cmd(model, gpu, as_json, max_knob, step, **kw):
     """The analytical plan of one or both methods; with --max, the largest seq / batch / rank that fits.
@@ -258,7 +262,8 @@ def _plan_max(model, gpu, as_json, knob, step, kw):
                                                                "plans": []}
         for entry, plan in zip(out["plans"], plans):
             w = plan.scenario.workload
-            entry["workload"] = {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard}
+            entry["workload"] = {"seq": w.seq, "batch": w.batch, "tokens": w.tokens, "gpus": w.gpus, "shard": w.shard,
+                                 "offload": w.offload}
         out["max"] = {"knob": knob, "step": step, "capacity_bytes": gpu_spec.memory_bytes,
                       "values": {m: v for m, v, _, _ in results},
                       "peak_above_bytes": {m: a for m, _, _, a in results}}
@@ -292,6 +297,8 @@ def models_cmd(as_json):
 @click.option("--budget", type=float, default=None,
               help="Keep options whose cards cost at most this many USD to buy (catalogue purchase prices).")
 @click.option("--all", "show_all", is_flag=True, help="Also list the cards on which the job does not fit.")
+@click.option("--offload", is_flag=True, help="Plan every option with FSDP CPU offload (parameters, gradients, "
+              "optimizer in CPU memory), one card included.")
 @_knobs
 def gpus_cmd(model, as_json, as_csv, tokens, budget, show_all, **kw):
     """The GPU catalogue; with a MODEL, which card (and how many) to buy or rent for that job.
@@ -328,6 +335,8 @@ def gpus_cmd(model, as_json, as_csv, tokens, budget, show_all, **kw):
     from .advise import advise, parse_tokens
 
     n_tokens = parse_tokens(tokens)
+    if kw["offload"]:
+        kw = dict(kw, shard="fsdp")  # CPU offload is FSDP's, on one card too
     ctx = click.get_current_context()
     kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
     shape, scenarios, _ = _build(model, None, kw)

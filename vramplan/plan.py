@@ -159,9 +159,11 @@ def _max(values):
     return np.maximum.reduce(np.broadcast_arrays(*values))
 
 
-def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = "none", hopper: bool = False):
+def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = "none", hopper: bool = False,
+             offload: bool = False):
     """The five phase states and the peak state of a step. ``seq``, ``batch`` and ``rank`` may be ints or
     numpy integer arrays (broadcast together); the recipe's other knobs and the GPU count are scalars.
+    ``offload`` is FSDP's CPU offload of parameters, gradients and optimizer (with ``shard="fsdp"``).
 
     Returns ``(states, peak, detail)``: dicts of component bytes plus "allocated", "reserved", "device",
     "tensor", "slack", "phase" and "where".
@@ -182,22 +184,35 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     # FSDP full shard: every parameter (packed 4-bit storage included: bnb_4bit_quant_storage makes it a
     # float tensor FSDP can flatten), adapter, gradient and optimizer state is split n ways; the 4-bit
     # quantization constants are not parameters and stay whole on every GPU (bitsandbytes PR #970,
-    # AnswerDotAI/fsdp_qlora PR #4: quant_state is attached to every rank's Linear4bit). On top: the root
-    # unit, the unit in use and the prefetched one, gathered; one unit's unsharded gradient and its shard
-    # around the reduce-scatter. DDP: each GPU holds the whole job plus the gradient buckets.
+    # AnswerDotAI/fsdp_qlora PR #4: quant_state is attached to every rank's Linear4bit). During forward and
+    # backward: the root unit, the unit in use and the prefetched one, gathered; one unit's unsharded
+    # gradient and its shard around the reduce-scatter. Between steps and in optimizer.step() nothing is
+    # gathered. With CPU offload the shards, their gradients and the optimizer live on the CPU (the
+    # optimizer step runs there): the GPU holds the gathered units, the reduce-scatter buffers and the
+    # quantization constants. DDP: each GPU holds the whole job plus the gradient buckets, allocated once
+    # and alive for the whole step.
     ddp_buckets = 0
     fsdp_gather = 0
+    step_grads = grads  # gradients on the GPU at optimizer.step()
     multi_detail = {"ddp_bucket_count": 0, "fsdp_reduce_scatter_bytes": 0}
-    if n_gpus > 1 and shard == "fsdp":
+    if shard == "fsdp" and (n_gpus > 1 or offload):
         fsdp_gather = m.fsdp_gathered_bytes(model, r, adapters)
-        weights = m.fsdp_param_share_bytes(model, r, n_gpus)
-        adapters = m.cdiv(adapters, n_gpus)
         rs = m.fsdp_reduce_scatter_bytes(layer_grads, n_gpus)
         multi_detail["fsdp_reduce_scatter_bytes"] = rs
-        grads = m.cdiv(grads, n_gpus) + rs
         layer_grads = rs
-        opt_alloc, opt_paged = m.cdiv(opt_alloc, n_gpus), m.cdiv(opt_paged, n_gpus)
-        opt_step = m.cdiv(opt_step, n_gpus)
+        if offload:
+            weights = m.buffer_bytes(model, r)
+            adapters = 0
+            step_grads = 0
+            grads = rs
+            opt_alloc = opt_paged = opt_step = 0
+        else:
+            weights = m.fsdp_param_share_bytes(model, r, n_gpus)
+            adapters = m.cdiv(adapters, n_gpus)
+            step_grads = m.cdiv(grads, n_gpus)
+            grads = step_grads + rs
+            opt_alloc, opt_paged = m.cdiv(opt_alloc, n_gpus), m.cdiv(opt_paged, n_gpus)
+            opt_step = m.cdiv(opt_step, n_gpus)
     elif n_gpus > 1 and shard == "ddp":
         ddp_buckets = m.ddp_bucket_bytes(grads)
         multi_detail["ddp_bucket_count"] = m.ddp_bucket_count(grads)
@@ -244,16 +259,18 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     context = m.cuda_context_bytes()
     cublas = m.cublas_workspace_bytes(hopper)
 
-    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0):
+    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0, gathered=True):
         churn = act + g + step + kernel
         slack = m.allocator_slack_bytes(churn)
-        allocated = weights + qconst + adapters + g + opt_alloc + step + act + cublas + kernel + fsdp_gather
+        g = g + ddp_buckets  # DDP's buckets are allocated once and outlive every phase
+        gather = fsdp_gather if gathered else 0
+        allocated = weights + qconst + adapters + g + opt_alloc + step + act + cublas + kernel + gather
         reserved = allocated + slack
         device = reserved + context + opt_paged
         return {
             "phase": phase,
             "where": where,
-            "weights": weights + fsdp_gather,
+            "weights": weights + gather,
             "quant_constants": qconst,
             "adapters": adapters,
             "gradients": g,
@@ -263,7 +280,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
             "allocated": allocated,
             "reserved": reserved,
             "device": device,
-            "tensor": weights + fsdp_gather + qconst + adapters + g + opt_alloc + opt_paged + step + act,
+            "tensor": weights + gather + qconst + adapters + g + opt_alloc + opt_paged + step + act,
             "slack": slack,
         }
 
@@ -278,7 +295,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
               grads + ddp_buckets),
     ]
     bwd = _pick(bwd_states)
-    opt = state("optimizer", "optimizer.step()", base_act, grads + ddp_buckets, step=opt_step)
+    opt = state("optimizer", "optimizer.step()", base_act, step_grads, step=opt_step, gathered=False)
     states = [load, fwd, loss_fwd, bwd, opt]
     peak = _pick(states)
     # torch's max_memory_allocated/reserved are maxima over the whole step, not values at the NVML peak: with
@@ -319,7 +336,7 @@ def plan_scenario(s: Scenario) -> Breakdown:
     w.validate()
     m.check_recipe(model, r)
     states, peak, detail = evaluate(model, r, seq=w.seq, batch=w.batch, rank=r.rank, gpus=w.gpus, shard=w.shard,
-                                    hopper=bool(s.gpu and s.gpu.is_hopper_or_newer))
+                                    hopper=bool(s.gpu and s.gpu.is_hopper_or_newer), offload=w.offload)
 
     phases = tuple(
         Phase(st["phase"], {k: st[k] for k in COMPONENTS}, st["allocated"], st["reserved"], st["device"],

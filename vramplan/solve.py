@@ -139,7 +139,7 @@ def min_gpus(scenario: Scenario, shard: str = "fsdp", capacity_bytes: int | None
              limit: int = 64) -> int | None:
     """The fewest GPUs (1..``limit``) on which the job fits per GPU with ``shard`` ("fsdp" or "ddp").
 
-    One GPU is planned without sharding. FSDP full shard divides weights, adapters, gradients and optimizer
+    One GPU is planned without sharding (with FSDP when the scenario offloads to the CPU). FSDP full shard divides weights, adapters, gradients and optimizer
     state, so the per-GPU peak falls with the count (bisection); DDP replicates the job on every GPU and
     adds gradient buckets, so it fits on n cards only when it fits on one. None when ``limit`` cards do
     not suffice (under FSDP the gathered unit and activations stay whole on every card).
@@ -151,8 +151,10 @@ def min_gpus(scenario: Scenario, shard: str = "fsdp", capacity_bytes: int | None
     if not 1 <= limit <= 4096:
         raise ScenarioError(f"limit {limit}: search 1 to 4096 GPUs")
 
+    offload = scenario.workload.offload  # FSDP's CPU offload applies on one GPU too
+
     def fits(n: int) -> bool:
-        s = scenario.with_(gpus=n, shard="none" if n == 1 else shard)
+        s = scenario.with_(gpus=n, shard=shard if n > 1 or offload else "none")
         return peak_bytes(s) <= cap
 
     if fits(1):

@@ -240,6 +240,9 @@ class Workload:
     batch: int = 1
     gpus: int = 1
     shard: str = "none"
+    # FSDP CPUOffload(offload_params=True): parameter shards, their gradients and the optimizer (state and
+    # step) live in CPU memory; only the gathered units come to the GPU.
+    offload: bool = False
 
     @property
     def tokens(self) -> int:
@@ -258,6 +261,8 @@ class Workload:
             raise ScenarioError(f"--shard {self.shard!r}: use none, ddp or fsdp")
         if self.gpus > 1 and self.shard == "none":
             raise ScenarioError(f"--gpus {self.gpus} needs a way to use them: add --shard ddp or --shard fsdp")
+        if self.offload and self.shard != "fsdp":
+            raise ScenarioError("--offload is FSDP's CPU offload: add --shard fsdp (it works on one GPU too)")
 
 
 @dataclass(frozen=True)

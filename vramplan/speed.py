@@ -35,7 +35,9 @@ next to the matmuls at training token counts, and the efficiency factor absorbs 
   ``uses * (n/2 + 2n + constants) / (bandwidth * BANDWIDTH_EFFICIENCY)`` and does not overlap;
 - **communication** per step and GPU: FSDP all-gathers the parameters twice (forward, and backward after the
   forward reshard) and reduce-scatters the gradients; DDP all-reduces the gradients (``2 (n-1)/n`` of them);
-  on the catalogue's ``interconnect_gbps`` times ``LINK_EFFICIENCY``.
+  on the catalogue's ``interconnect_gbps`` times ``LINK_EFFICIENCY``; with FSDP CPU offload each GPU also
+  copies its parameter shard in twice and its gradient shard out, on ``host_link_gbps`` (PCIe), and the
+  optimizer step runs on the CPU (its time is not modelled).
 
 tokens/s = ``gpus * T / step time`` (data parallel: each GPU runs its own micro-batch).
 
@@ -172,13 +174,14 @@ def flops_per_token(scenario: Scenario) -> dict:
     return out
 
 
-def _link_gbps(gpu) -> tuple[str, float]:
+def _links(gpu) -> tuple[str, float, float]:
+    """(interconnect name, GPU-to-GPU GB/s, GPU-to-CPU GB/s) per direction from the catalogue."""
     from .gpus import _raw_catalog
 
     for e in _raw_catalog()["gpus"]:
         if e["id"] == gpu.id and e.get("interconnect_gbps"):
-            return e["interconnect"], float(e["interconnect_gbps"])
-    return "PCIe 4.0 x16 (assumed)", DEFAULT_LINK_GBPS
+            return e["interconnect"], float(e["interconnect_gbps"]), float(e.get("host_link_gbps") or DEFAULT_LINK_GBPS)
+    return "PCIe 4.0 x16 (assumed)", DEFAULT_LINK_GBPS, DEFAULT_LINK_GBPS
 
 
 def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
@@ -208,18 +211,18 @@ def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
         dequant = uses * dq_bytes / bw
 
     comm = 0.0
-    link_name, link = "", 0.0
     n = w.gpus
+    link_name, link, host = _links(gpu)
+    grads = m.gradient_bytes(model, r, r.rank)
+    params = m.base_weight_bytes(model, r) + m.lora_adapter_bytes(model, r, r.rank)
     if n > 1:
-        link_name, link = _link_gbps(gpu)
         frac = (n - 1) / n
-        grads = m.gradient_bytes(model, r, r.rank)
-        if w.shard == "fsdp":
-            params = m.base_weight_bytes(model, r) + m.lora_adapter_bytes(model, r, r.rank)
-            volume = frac * (2 * params + grads)
-        else:
-            volume = 2 * frac * grads
+        volume = frac * (2 * params + grads) if w.shard == "fsdp" else 2 * frac * grads
         comm = volume / (link * 1e9 * LINK_EFFICIENCY)
+    if w.offload:
+        # each GPU copies its parameter shard to the GPU for the forward and the backward gathers and its
+        # gradient shard back to the CPU, over its own PCIe link (the CPU optimizer step is not modelled)
+        comm += (2 * params + grads) / n / (host * 1e9 * LINK_EFFICIENCY)
 
     overlapped = max(compute, weight_reads, comm)
     # what limits the step: the largest of the matmuls, the memory traffic (weight reads + dequantization), the links
@@ -242,5 +245,6 @@ def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
             "bf16_tflops": gpu.bf16_tflops,
             "bandwidth_gbps": gpu.bandwidth_gbps,
             **({"interconnect": link_name, "interconnect_gbps": link} if n > 1 else {}),
+            **({"host_link_gbps": host} if w.offload else {}),
         },
     )

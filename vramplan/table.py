@@ -55,6 +55,7 @@ def render_comparison(shape, plans, gpu, timeline: bool = False) -> None:
     con = _console()
     head = (f"{shape.name}  {shape.params / 1e9:.2f}B params  ·  seq {w.seq} × batch {w.batch}"
             + (f"  ·  {w.gpus} GPUs ({w.shard}), per GPU" if w.gpus > 1 else "")
+            + ("  ·  FSDP CPU offload" if w.offload else "")
             + (_gpu_label(gpu) if gpu else ""))
     con.print(head, style="bold")
     table = Table(show_edge=False, pad_edge=False)
@@ -216,7 +217,7 @@ def render_advice(shape, options, *, tokens: int, knobs: str, show_all: bool = F
             continue
         t.add_row(card, _METHOD_LABELS[o.method], f"{o.headroom_fraction:.0%}", f"{o.max_batch:,}",
                   f"{o.max_seq:,}", _money(o.tokens_per_second), _money(o.rent_cost_usd), _money(o.purchase_usd),
-                  ",".join(o.labels), style=None if o.roomy else "dim")
+                  ",".join(o.labels) if o.bf16 else "no bf16", style=None if o.roomy else "dim")
     con.print(t)
     for o in options:
         for label, why in zip(o.labels, o.reasons):
