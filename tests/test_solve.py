@@ -223,6 +223,8 @@ def test_ddp_buckets_copy_the_gradients():
     opt_two = next(p for p in b.phases if p.name == "optimizer")
     assert opt_two.components["gradients"] - opt_one.components["gradients"] == grads
     assert b.components["weights"] == one.components["weights"]  # replicated
+    load = next(p for p in b.phases if p.name == "load")
+    assert load.components["gradients"] == grads  # the buckets outlive the step
 
 
 def test_fsdp_per_gpu_peak_never_grows_with_gpus():

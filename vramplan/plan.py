@@ -259,11 +259,13 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     context = m.cuda_context_bytes()
     cublas = m.cublas_workspace_bytes(hopper)
 
-    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0, gathered=True):
+    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0):
         churn = act + g + step + kernel
         slack = m.allocator_slack_bytes(churn)
-        g = g + ddp_buckets  # DDP's buckets are allocated once and outlive every phase
-        gather = fsdp_gather if gathered else 0
+        # FSDP gathers units only in forward and backward; DDP's buckets persist between steps too
+        gather = fsdp_gather if phase in ("forward", "loss", "backward") else 0
+        if phase == "load":
+            g = g + ddp_buckets
         allocated = weights + qconst + adapters + g + opt_alloc + step + act + cublas + kernel + gather
         reserved = allocated + slack
         device = reserved + context + opt_paged
@@ -295,7 +297,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
               grads + ddp_buckets),
     ]
     bwd = _pick(bwd_states)
-    opt = state("optimizer", "optimizer.step()", base_act, step_grads, step=opt_step, gathered=False)
+    opt = state("optimizer", "optimizer.step()", base_act, step_grads + ddp_buckets, step=opt_step)
     states = [load, fwd, loss_fwd, bwd, opt]
     peak = _pick(states)
     # torch's max_memory_allocated/reserved are maxima over the whole step, not values at the NVML peak: with
