@@ -166,3 +166,20 @@ def test_offload_option_and_cards_without_bf16(capsys):
     assert code == 0 and data["workload"]["offload"] is True and data["plans"][0]["fits"] is True
     code, out, err = run(capsys, "plan", "8b", "--offload")
     assert code == 2 and "--offload is FSDP's CPU offload: add --shard fsdp" in err
+
+
+@pytest.mark.parametrize("command", [
+    "vramplan gpus 70b --method qlora",
+    "vramplan gpus 70b --method qlora --no-kbit-prep --offload --budget 2000",
+    "vramplan plan 8b --max seq --gpu 24gb",
+])
+def test_readme_shows_real_output(command):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+    out = subprocess.run([sys.executable, "-m", *command.split()], capture_output=True, text=True, check=True,
+                         env={"COLUMNS": "80", "PATH": "", "TERM": "dumb"}).stdout
+    assert [line.rstrip() for line in out.splitlines()] == [line.rstrip() for line in block.splitlines()]
