@@ -183,3 +183,14 @@ def test_readme_shows_real_output(command):
     out = subprocess.run([sys.executable, "-m", *command.split()], capture_output=True, text=True, check=True,
                          env={"COLUMNS": "80", "PATH": "", "TERM": "dumb"}).stdout
     assert [line.rstrip() for line in out.splitlines()] == [line.rstrip() for line in block.splitlines()]
+
+
+@pytest.mark.parametrize("model", ["47b", "0.5b", "70b"])
+def test_table_is_readable_at_80_columns(model):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vramplan", "gpus", model, "--all"], capture_output=True, text=True,
+                         check=True, env={"COLUMNS": "80", "PATH": "", "TERM": "dumb"}).stdout
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
+    assert "…" not in out  # nothing truncated

@@ -174,8 +174,10 @@ def test_errors_say_what_to_type():
         max_fit(g, "gpus")
     with pytest.raises(ScenarioError, match="positive step"):
         max_fit(g, "seq", step=0)
-    with pytest.raises(ScenarioError, match="below the step"):
+    with pytest.raises(ScenarioError, match=r"--step 256 is above the largest seq to search \(100\)"):
         max_fit(g, "seq", step=256, limit=100)
+    with pytest.raises(ScenarioError, match=r"--step 100000 is above the largest batch to search \(65536\)"):
+        max_fit(g, "batch", step=100_000)
     with pytest.raises(ScenarioError, match="needs a LoRA method"):
         max_fit(_scenario("8b", "full", "h100"), "rank")
     with pytest.raises(ScenarioError, match="positive GPU memory"):

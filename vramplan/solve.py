@@ -99,7 +99,7 @@ def max_fit(scenario: Scenario, knob: str, capacity_bytes: int | None = None, *,
     top = KNOB_LIMITS[knob] if limit is None else min(int(limit), KNOB_LIMITS[knob])
     k_max = top // step  # search k in [1, k_max]; value = k * step
     if k_max < 1:
-        raise ScenarioError(f"limit {limit} is below the step {step}: give a limit of at least one step")
+        raise ScenarioError(f"--step {step} is above the largest {knob} to search ({top}): use a smaller --step")
 
     def fits(k: int) -> bool:
         return peak_bytes(scenario.with_(**{knob: k * step})) <= cap

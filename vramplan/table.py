@@ -193,6 +193,11 @@ def _money(x, digits: int = 0) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _usd(x) -> str:
+    """Dollars: cents below $10, whole dollars above."""
+    return "-" if x is None else (f"{x:.2f}" if x < 10 else f"{x:,.0f}")
+
+
 def render_advice(shape, options, *, tokens: int, knobs: str, show_all: bool = False, budget=None) -> None:
     """The `vramplan gpus MODEL` table: one row per card x method, sorted by the recommendation, then why."""
     from rich.table import Table
@@ -204,7 +209,7 @@ def render_advice(shape, options, *, tokens: int, knobs: str, show_all: bool = F
     missing = [o for o in options if not o.fits]
     con.print(f"{shape.name}  {shape.params / 1e9:.2f}B params  ·  {knobs}  ·  {_tokens_label(tokens)} tokens",
               style="bold")
-    t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", padding=(0, 1, 0, 0))
     cols = (("card", False), ("method", False), ("spare", True), ("max\nbatch", True), ("max\nseq", True),
             ("tok/s", True), ("rent $", True), ("buy $", True), ("pick", False))
     for col, right in cols:
@@ -216,7 +221,7 @@ def render_advice(shape, options, *, tokens: int, knobs: str, show_all: bool = F
                       style="dim")
             continue
         t.add_row(card, _METHOD_LABELS[o.method], f"{o.headroom_fraction:.0%}", f"{o.max_batch:,}",
-                  f"{o.max_seq:,}", _money(o.tokens_per_second), _money(o.rent_cost_usd), _money(o.purchase_usd),
+                  f"{o.max_seq:,}", _money(o.tokens_per_second), _usd(o.rent_cost_usd), _money(o.purchase_usd),
                   ",".join(o.labels) if o.bf16 else "no bf16", style=None if o.roomy else "dim")
     con.print(t)
     for o in options:
