@@ -37,7 +37,7 @@ TIMELINE_STYLE = "#4e79a7"
 def verdict_text(plan) -> Text:
     """'✓ fits, 9.16 GiB to spare' / '✗ OVER by 1.20 GiB' / 'no GPU given', styled."""
     if plan.fits is None:
-        return Text("no GPU given: type one to get a verdict", style="dim")
+        return Text("no GPU: type one for a verdict", style="dim")
     if plan.fits:
         return Text(f"✓ fits, {fmt_gib(plan.headroom_bytes)} to spare", style=FITS_STYLE)
     return Text(f"✗ OVER by {fmt_gib(-plan.headroom_bytes)}", style=OVER_STYLE)
@@ -146,7 +146,7 @@ def bars(planned, width: int) -> Text:
             line.append("\n" + " " * label_w + peak)
         out.append_text(line)
         out.append("\n")
-    cap_label = f"{planned.gpu.name} capacity" if planned.gpu else None
+    cap_label = "GPU memory" if planned.gpu else None
     out.append_text(legend(width, cap_label))
     return out
 
@@ -158,7 +158,9 @@ def _one_bar(value: int, scale: int, width: int, capacity: int | None) -> Text:
     cells = ["█"] * full + ([_EIGHTHS[rest]] if rest else [])
     cells += [" "] * (width - len(cells))
     cap_at = None if capacity is None else min(width - 1, round(capacity * width / scale) - 1)
-    return _runs([("┊", "dim") if i == cap_at and ch == " " else (ch, TIMELINE_STYLE) for i, ch in enumerate(cells)])
+    # the capacity mark shows on blank cells and on bar cells alike (a bar past it crosses it)
+    return _runs([("┊", "bold" if ch != " " else "dim") if i == cap_at else (ch, TIMELINE_STYLE)
+                  for i, ch in enumerate(cells)])
 
 
 def timeline(planned, width: int) -> Text:
@@ -310,7 +312,12 @@ def title(planned, invalid: bool, width: int = 200) -> Text:
         parts[1] = f"{shape.params / 1e9:.2f}B"
         if gpu:
             parts[-1] = gpu.id if not gpu.name.endswith("GiB") else gpu.name
+        if w.gpus > 1:
+            parts[3] = f"{w.gpus}×{w.shard}"
         text = " " + " · ".join(parts)
+    room = max(width - 10 - len(warning), 1)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
     out = Text()
     out.append(" vramplan ", style="bold reverse")
     out.append(text)
