@@ -256,6 +256,35 @@ async def test_keys_help_export_quit(tmp_path):
     assert a.return_code == 0 and not a.is_running
 
 
+@pilot_test
+async def test_html_report_key(tmp_path):
+    from vramplan.tui.state import report_available
+
+    if not report_available():
+        pytest.skip("the HTML report builder (vramplan.report) is not in this checkout")
+    a = app(export_dir=tmp_path)
+    async with a.run_test(size=(80, 24)) as pilot:
+        assert a.check_action("export_html", ()) is True
+        await pilot.press("h")
+        await a.workers.wait_for_complete()
+        await pilot.pause()
+    html = (tmp_path / "vramplan_llama-2-7b_24gb_seq2048_b1.html").read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html") and "llama-2-7b on 24 GiB" in html
+
+
+@pilot_test
+async def test_no_html_key_without_the_report_builder(tmp_path, monkeypatch):
+    import vramplan.tui.app as tui_app
+
+    monkeypatch.setattr(tui_app, "report_available", lambda: False)
+    a = app(export_dir=tmp_path)
+    async with a.run_test(size=(80, 24)) as pilot:
+        assert a.check_action("export_html", ()) is False
+        await pilot.press("h")
+        await pilot.pause()
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- the command line picks the table or the screen --------------------------------------------------------
 def test_compare_opens_the_tui_only_on_a_terminal(monkeypatch, capsys):
     import vramplan.tui.app as tui_app

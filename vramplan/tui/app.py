@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -23,7 +23,7 @@ from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
 
 from ..errors import VramplanError
 from ..spec import ATTN_IMPLS, OPTIMIZERS
-from .state import AUTO_OPTIMIZER, FieldErrors, Session, export_json
+from .state import AUTO_OPTIMIZER, FieldErrors, Session, export_html, export_json, report_available
 from .widgets import Bars, CommandLine, Components, OnOff, Timeline, TitleBar, WhatFits
 
 # (field, key, label): the key focuses the field (switches: toggles it); the label underlines the key.
@@ -56,6 +56,7 @@ HELP = """\
   tab           next field (shift+tab: previous)
   j             write the plan JSON (as `vramplan plan --json`) here
   c             copy the `vramplan plan` command line of this screen
+  h             write the HTML report (as `vramplan report`) here
   ? or F1       this help
   q             quit (outside a field; ctrl+q anywhere)
 
@@ -109,6 +110,7 @@ class VramplanApp(App):
         Binding("question_mark,f1", "help", "help", key_display="?"),
         Binding("j", "export_json", "JSON"),
         Binding("c", "copy_command", "copy command"),
+        Binding("h", "export_html", "HTML report"),
         Binding("escape", "leave_field", "done", show=False),
         *(Binding(key, f"edit('{name}')", show=False) for name, key, _ in TEXT_FIELDS),
         *(Binding(key, f"edit('{name}')", show=False) for name, key, _, _ in CHOICE_FIELDS),
@@ -123,6 +125,7 @@ class VramplanApp(App):
         values = self.session.initial_values(model, gpu)
         self.planned = self.session.plan(values, fetch=True)  # the CLI checked these already; raises if not
         self._initial = values
+        self._has_report = report_available()
         self.errors: dict[str, str] = {}
 
     # --- layout -----------------------------------------------------------------------------------------
@@ -233,6 +236,26 @@ class VramplanApp(App):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.notify(f"wrote {path}", title="JSON")
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        """Offer the HTML export only where the report builder is installed."""
+        if action == "export_html":
+            return self._has_report
+        return True
+
+    def action_export_html(self) -> None:
+        """Write the HTML report of the screen's state (``vramplan report``) in a thread: it takes a second."""
+        self.notify("writing the HTML report…", title="HTML", timeout=3)
+        self._write_report(self.planned)
+
+    @work(thread=True, exclusive=True, group="report")
+    def _write_report(self, planned) -> None:
+        try:
+            path = export_html(planned, self.export_dir)
+        except VramplanError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.call_from_thread(self.notify, f"wrote {path}", title="HTML")
 
     def action_copy_command(self) -> None:
         """Copy the `vramplan plan` command line (the terminal must support OSC 52) and show it."""

@@ -254,6 +254,9 @@ def write_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -272,3 +275,19 @@ def export_json(planned: Planned, folder: Path | str = ".") -> Path:
     except OSError as exc:
         raise ScenarioError(f"cannot write {path}: {exc.strerror or exc}; start vramplan from a writable folder")
 
+
+
+def report_available() -> bool:
+    """Whether this installation has the HTML report builder (``vramplan report``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vramplan.report") is not None
+
+
+def export_html(planned: Planned, folder: Path | str = ".") -> Path:
+    """Write the HTML report of ``vramplan report`` for the current state to ``FOLDER/vramplan_<slug>.html``."""
+    from ..report.build import model_report
+    from ..report.page import write_html
+
+    report = model_report([p.scenario for p in planned.plans], gpu=planned.gpu)
+    return write_html(report.to_html(), Path(folder) / f"vramplan_{planned.slug()}.html")
