@@ -109,6 +109,10 @@ def test_gpus_model_json_csv_and_table(capsys):
     assert code == 0, err
     data = json.loads(out)
     assert data["tokens"] == 10_000_000 and len(data["options"]) == len(catalog())
+    assert data["speed_assumptions"] == {"matmul_efficiency": 0.4, "bandwidth_efficiency": 0.8,
+                                         "link_efficiency": 0.7}
+    assert data["headroom_fraction"] == 0.1 and data["recipes"][0]["optimizer"] == "paged_adamw_32bit"
+    assert "2026-07-23" in next(o["price_basis"] for o in data["options"] if o["gpu"] == "rtx4090")
     first = data["options"][0]
     assert {"gpu", "gpus", "fits", "peak_bytes", "max_batch", "max_seq", "tokens_per_second", "hours",
             "rent_cost_usd", "usd_per_million_tokens", "purchase_usd", "labels", "reasons"} <= set(first)

@@ -136,3 +136,14 @@ def test_offload_adds_host_transfers():
     assert e.assumptions["host_link_gbps"] == 31.5
     h100 = estimate_speed(replace(base, gpu=resolve_gpu("h100")))
     assert h100.assumptions["host_link_gbps"] == 63.0  # SXM cards reach the CPU over PCIe 5.0, not NVLink
+
+
+def test_efficiencies_can_be_calibrated():
+    s = _s(batch=8)
+    base = estimate_speed(s)
+    cal = estimate_speed(s, matmul_efficiency=0.8, bandwidth_efficiency=0.4)
+    assert cal.compute_seconds == pytest.approx(base.compute_seconds / 2)
+    assert cal.weight_read_seconds == pytest.approx(base.weight_read_seconds * 2)
+    assert cal.assumptions["matmul_efficiency"] == 0.8
+    with pytest.raises(ScenarioError, match="matmul_efficiency 1.5: use a fraction"):
+        estimate_speed(s, matmul_efficiency=1.5)

@@ -145,7 +145,15 @@ class Option:
             "usd_per_million_tokens": (None if self.usd_per_million_tokens is None
                                        else round(self.usd_per_million_tokens, 4)),
             "bf16_ok": self.bf16, "labels": list(self.labels), "reasons": list(self.reasons),
+            "price_basis": _price_basis(g),
         }
+
+
+def _price_basis(gpu: GpuSpec) -> str | None:
+    """The catalogue's note on where a card's prices come from and when (None for cards not in it)."""
+    from .gpus import _raw_catalog
+
+    return next((e.get("price_basis") for e in _raw_catalog()["gpus"] if e["id"] == gpu.id), None)
 
 
 def _no_bf16(gpu: GpuSpec) -> bool:

@@ -333,6 +333,7 @@ def gpus_cmd(model, as_json, as_csv, tokens, budget, show_all, **kw):
         raise ScenarioError("vramplan gpus chooses the GPU count itself (1, or 2 / 4 / 8 with FSDP): drop --gpus and "
                             "--shard, or use `vramplan plan MODEL --gpus N --shard fsdp --gpu CARD`")
     from .advise import advise, parse_tokens
+    from .plan import recipe_dict
 
     n_tokens = parse_tokens(tokens)
     if kw["offload"]:
@@ -343,8 +344,18 @@ def gpus_cmd(model, as_json, as_csv, tokens, budget, show_all, **kw):
     options = advise(scenarios, tokens=n_tokens, budget_usd=budget)
     if as_json:
         w = scenarios[0].workload
-        click.echo(json.dumps({"model": shape.to_dict(), "workload": {"seq": w.seq, "batch": w.batch},
-                               "tokens": n_tokens, "budget_usd": budget,
+        from . import speed
+        from .advise import HEADROOM_FRACTION
+        from .gpus import catalog_about
+
+        click.echo(json.dumps({"model": shape.to_dict(),
+                               "workload": {"seq": w.seq, "batch": w.batch, "offload": w.offload},
+                               "recipes": [recipe_dict(s.recipe) for s in scenarios],
+                               "tokens": n_tokens, "budget_usd": budget, "headroom_fraction": HEADROOM_FRACTION,
+                               "speed_assumptions": {"matmul_efficiency": speed.MATMUL_EFFICIENCY,
+                                                     "bandwidth_efficiency": speed.BANDWIDTH_EFFICIENCY,
+                                                     "link_efficiency": speed.LINK_EFFICIENCY},
+                               "catalogue": catalog_about(),
                                "options": [o.to_dict() for o in options]}, indent=2))
         return
     if as_csv:

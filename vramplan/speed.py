@@ -184,11 +184,19 @@ def _links(gpu) -> tuple[str, float, float]:
     return "PCIe 4.0 x16 (assumed)", DEFAULT_LINK_GBPS, DEFAULT_LINK_GBPS
 
 
-def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
+def estimate_speed(scenario: Scenario, gpu=None, *, matmul_efficiency: float = MATMUL_EFFICIENCY,
+                   bandwidth_efficiency: float = BANDWIDTH_EFFICIENCY,
+                   link_efficiency: float = LINK_EFFICIENCY) -> SpeedEstimate:
     """Step time and tokens/s of the scenario on ``gpu`` (default: the scenario's GPU).
 
-    Raises ScenarioError when the card has no bf16 TFLOP/s or bandwidth (a bare size such as ``24gb``).
+    The efficiencies default to the stated constants; a calibration from measured profiles passes its own.
+    Raises ScenarioError when the card has no bf16 TFLOP/s or bandwidth (a bare size such as ``24gb``), or
+    for an efficiency outside (0, 1].
     """
+    for name, value in (("matmul_efficiency", matmul_efficiency), ("bandwidth_efficiency", bandwidth_efficiency),
+                        ("link_efficiency", link_efficiency)):
+        if not 0 < value <= 1:
+            raise ScenarioError(f"{name} {value}: use a fraction of the peak in (0, 1], e.g. 0.4")
     gpu = gpu or scenario.gpu
     if gpu is None or not gpu.bf16_tflops or not gpu.bandwidth_gbps:
         what = "no GPU" if gpu is None else f"{gpu.name} has no TFLOP/s or bandwidth figure"
@@ -196,9 +204,9 @@ def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
     model, r, w = scenario.model, scenario.recipe, scenario.workload
     fpt = flops_per_token(scenario)
     tokens = w.seq * w.batch
-    compute = fpt["total"] * tokens / (gpu.bf16_tflops * 1e12 * MATMUL_EFFICIENCY)
+    compute = fpt["total"] * tokens / (gpu.bf16_tflops * 1e12 * matmul_efficiency)
 
-    bw = gpu.bandwidth_gbps * 1e9 * BANDWIDTH_EFFICIENCY
+    bw = gpu.bandwidth_gbps * 1e9 * bandwidth_efficiency
     uses = 3 if r.grad_ckpt else 2  # forward, backward (dX), recompute
     _, lin_all = _linear_params(model)
     head = model.vocab_size * model.hidden_size
@@ -218,11 +226,11 @@ def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
     if n > 1:
         frac = (n - 1) / n
         volume = frac * (2 * params + grads) if w.shard == "fsdp" else 2 * frac * grads
-        comm = volume / (link * 1e9 * LINK_EFFICIENCY)
+        comm = volume / (link * 1e9 * link_efficiency)
     if w.offload:
         # each GPU copies its parameter shard to the GPU for the forward and the backward gathers and its
         # gradient shard back to the CPU, over its own PCIe link (the CPU optimizer step is not modelled)
-        comm += (2 * params + grads) / n / (host * 1e9 * LINK_EFFICIENCY)
+        comm += (2 * params + grads) / n / (host * 1e9 * link_efficiency)
 
     overlapped = max(compute, weight_reads, comm)
     # what limits the step: the largest of the matmuls, the memory traffic (weight reads + dequantization), the links
@@ -239,9 +247,9 @@ def estimate_speed(scenario: Scenario, gpu=None) -> SpeedEstimate:
         step_seconds=overlapped + dequant,
         bound=bound,
         assumptions={
-            "matmul_efficiency": MATMUL_EFFICIENCY,
-            "bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
-            "link_efficiency": LINK_EFFICIENCY,
+            "matmul_efficiency": matmul_efficiency,
+            "bandwidth_efficiency": bandwidth_efficiency,
+            "link_efficiency": link_efficiency,
             "bf16_tflops": gpu.bf16_tflops,
             "bandwidth_gbps": gpu.bandwidth_gbps,
             **({"interconnect": link_name, "interconnect_gbps": link} if n > 1 else {}),
