@@ -28,8 +28,9 @@ from pathlib import Path
 from .errors import ScenarioError, UnknownModelError, VramplanError
 from .spec import ATTN_IMPLS, BLOCKSIZES, OPTIMIZERS, QUANT_TYPES, SHARDING
 
-# Rows a file may ask for: a sweep this big still runs in seconds; beyond it a typo is more likely than intent.
-MAX_ROWS = 5_000_000
+# Rows a file may ask for: a sweep this big runs in seconds and its DataFrame takes about 1 GB; beyond it a
+# typo is more likely than intent.
+MAX_ROWS = 2_000_000
 MAX_AXIS_VALUES = 100_000
 _MAX_FILE_BYTES = 1024 * 1024
 

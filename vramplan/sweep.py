@@ -88,7 +88,10 @@ def _codes(sf) -> dict:
     for unit in sf.units:
         size = len(sf.axes[unit[0]].values)
         stride //= size
-        idx = (np.arange(n, dtype=np.int64) // stride) % size if size > 1 else np.zeros(n, dtype=np.int64)
+        if size > 1:
+            idx = (np.arange(n, dtype=np.int64) // stride) % size
+        else:  # a constant: a read-only view of one zero, no memory per row
+            idx = np.broadcast_to(np.int64(0), (n,))
         for name in unit:
             codes[name] = idx
     return codes
@@ -248,58 +251,76 @@ def _frame(sf, codes, ints, phase, where, kbit, optimizer, keep, tps):
     import numpy as np
     import pandas as pd
 
+    n_rows = sf.rows if keep is None else len(keep)
+    str_dtype = int(pd.__version__.split(".")[0]) >= 3  # pandas 3 infers its "str" dtype for text columns
+
     def take(a):
         return a if keep is None else a[keep]
 
-    def axis(name, dtype=object):
-        return np.asarray(sf.axes[name].values, dtype=dtype)[take(codes[name])]
+    def text(values, idx):
+        """Text column from a few distinct values and per-row indices, built by one take (inferring the
+        dtype of a million Python strings is the slow part of a large sweep)."""
+        cats = np.asarray(values, dtype=object)
+        return pd.array(cats, dtype="str").take(idx) if str_dtype else cats[idx]
 
-    model_names = np.asarray([sf.models[m].name for m in sf.axes["model"].values], dtype=object)
-    params = np.asarray([sf.models[m].params for m in sf.axes["model"].values], dtype=np.int64)
+    def text_of(per_row):
+        idx, uniques = pd.factorize(per_row)
+        return text(list(uniques), idx)
+
+    def axis(name, dtype):
+        values = np.asarray(sf.axes[name].values, dtype=dtype)
+        if len(values) == 1:
+            return np.full(n_rows, values[0], dtype=dtype)
+        return values[take(codes[name])]
+
+    def axis_text(name):
+        return text(sf.axes[name].values, take(codes[name]))
+
+    model_codes = take(codes["model"])
     gpu_values = sf.axes["gpu"].values
-    gpu_codes = take(codes["gpu"])
-    gpu_mem = [sf.gpus[g].memory_bytes if sf.gpus[g] is not None else None for g in gpu_values]
     data = {
-        "model": model_names[take(codes["model"])],
-        "method": axis("method"),
-        "dtype": axis("dtype"),
-        "quant": axis("quant"),
+        "model": text([sf.models[m].name for m in sf.axes["model"].values], model_codes),
+        "method": axis_text("method"),
+        "dtype": axis_text("dtype"),
+        "quant": axis_text("quant"),
         "double_quant": axis("double_quant", bool),
         "blocksize": axis("blocksize", np.int64),
         "kbit_prep": take(kbit),
         "rank": axis("rank", np.int64),
         "alpha": axis("alpha", np.float64),
         "dropout": axis("dropout", np.float64),
-        "targets": axis("targets"),
-        "adapter_dtype": axis("adapter_dtype"),
-        "optimizer": take(optimizer),
+        "targets": axis_text("targets"),
+        "adapter_dtype": axis_text("adapter_dtype"),
+        "optimizer": text_of(take(optimizer)),
         "grad_ckpt": axis("grad_ckpt", bool),
-        "attn": axis("attn"),
+        "attn": axis_text("attn"),
         "autocast": axis("autocast", bool),
         "seq": axis("seq", np.int64),
         "batch": axis("batch", np.int64),
         "gpus": axis("gpus", np.int64),
-        "shard": axis("shard"),
+        "shard": axis_text("shard"),
     }
     data["tokens"] = data["seq"] * data["batch"]
     peak = take(ints["peak_bytes"])
     if gpu_values == (None,):
-        data["gpu"] = np.full(peak.shape, None, dtype=object)
-        data["gpu_memory_bytes"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="Int64")
-        data["fits"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="boolean")
-        data["headroom_bytes"] = pd.array(np.full(peak.shape, None, dtype=object), dtype="Int64")
+        empty = np.full(n_rows, None, dtype=object)
+        data["gpu"] = empty
+        data["gpu_memory_bytes"] = pd.array(empty, dtype="Int64")
+        data["fits"] = pd.array(empty, dtype="boolean")
+        data["headroom_bytes"] = pd.array(empty, dtype="Int64")
     else:
-        mem = np.asarray(gpu_mem, dtype=np.int64)[gpu_codes]
-        data["gpu"] = np.asarray([sf.gpus[g].id for g in gpu_values], dtype=object)[gpu_codes]
+        gpu_codes = take(codes["gpu"])
+        mem = np.asarray([sf.gpus[g].memory_bytes for g in gpu_values], dtype=np.int64)[gpu_codes]
+        data["gpu"] = text([sf.gpus[g].id for g in gpu_values], gpu_codes)
         data["gpu_memory_bytes"] = pd.array(mem, dtype="Int64")
         data["fits"] = pd.array(peak <= mem, dtype="boolean")
         data["headroom_bytes"] = pd.array(mem - peak, dtype="Int64")
-    data["params"] = params[take(codes["model"])]
+    data["params"] = np.asarray([sf.models[m].params for m in sf.axes["model"].values], dtype=np.int64)[model_codes]
     data["trainable_params"] = take(ints["trainable_params"])
     for c in COMPONENT_COLUMNS + PEAK_COLUMNS:
         data[c] = take(ints[c])
-    data["peak_phase"] = take(phase)
-    data["peak_where"] = take(where)
+    data["peak_phase"] = text_of(take(phase))
+    data["peak_where"] = text_of(take(where))
     data["tokens_per_s"] = take(tps)
     # an interrupted sweep keeps the grid positions of its rows as the index
     index = None if keep is None else pd.Index(keep, name="row")
