@@ -208,6 +208,12 @@ async def test_changing_gpu_changes_the_verdict():
         await pilot.press("g", *"rtx3080")
         assert a.planned.gpu.id == "rtx3080"
         assert verdicts(a) == [False, True]  # 10 GiB: LoRA no longer fits, QLoRA does
+        await pilot.pause()
+        fits = a.query_one("#fits")
+        assert fits.planned is a.planned  # "what fits" follows right after the repaint
+        lora, qlora = a.planned.fits
+        assert lora.max_batch == 0 and qlora.max_batch == max_fit(a.planned.plans[1].scenario, "batch") > 0
+        assert "max batch      none" in fits.render().plain
         ckpt = a.query_one("#f-grad_ckpt")
         assert ckpt.render().plain == "▐X▌ grad checkpointing "
         await pilot.press("escape", "k")  # no checkpointing: QLoRA no longer fits either
