@@ -125,6 +125,7 @@ class VramplanApp(App):
         values = self.session.initial_values(model, gpu)
         self.planned = self.session.plan(values, fetch=True)  # the CLI checked these already; raises if not
         self._initial = values
+        self._values = dict(values)  # what the fields held at the last recompute
         self._has_report = report_available()
         self.errors: dict[str, str] = {}
 
@@ -172,8 +173,12 @@ class VramplanApp(App):
 
     def recompute(self, fetch: bool = False) -> bool:
         """Plan what the fields hold; on an error show it under its field and keep the last valid plan."""
+        values = self.values()
+        if values == self._values and not fetch:
+            return not self.errors  # nothing changed (fields report their first value when mounted)
+        self._values = values
         try:
-            planned = self.session.plan(self.values(), fetch=fetch)
+            planned = self.session.plan(values, fetch=fetch)
         except FieldErrors as exc:
             self._show_errors(exc.errors)
             self._title.show(self.planned, invalid=True)
