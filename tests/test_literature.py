@@ -106,6 +106,8 @@ def test_qlora_7b_24gb_budget():
     # every grid point up to 16k tokens fits the RTX 4090; 32k tokens does not
     tokens = df["seq"] * df["batch"]
     assert df[tokens <= 16384]["fits"].all() and not df[tokens > 16384]["fits"].any()
+    small = df[tokens <= 16384]["overhead_bytes"]
+    assert 0.59 * GB < small.min() and small.max() < 1.34 * GB  # "0.6-1.3 GB up to 16k tokens"
     assert gib2(one(df, rank=16, seq=2048, batch=8)["peak_bytes"]) == 20.29
     assert gib2(one(df, rank=64, seq=2048, batch=8)["peak_bytes"]) == 21.67
     assert gib2(one(df, rank=16, seq=4096, batch=8)["peak_bytes"]) == 35.53
@@ -135,6 +137,7 @@ def test_full_finetune_8b_and_65b():
     assert f65["peak_bytes"] > 780 * GB and round(f65["peak_bytes"] / GB, 1) == 791.6
     q65 = one(df, model="llama-65b", method="qlora", optimizer="adamw")
     assert q65["peak_bytes"] < 48 * GB and round(q65["peak_bytes"] / GB, 2) == 45.96
+    assert gib2(q65["peak_bytes"]) == 42.80
 
 
 def test_double_quant_saves_0373_bits():
@@ -188,6 +191,23 @@ def test_65b_on_one_48gb_gpu():
     assert not one(df, gpu="rtxa6000", kbit_prep=True, double_quant=True, batch=4)["fits"]
     assert (gib2(paper["headroom_bytes"]), gib2(one(df, gpu="rtxa6000", kbit_prep=False, double_quant=True,
                                                         batch=4)["headroom_bytes"])) == (5.74, 3.89)
+
+
+def test_65b_context_edge():
+    # 65b-on-48gb.yaml: "4k tokens per micro-batch is the edge: 47.92 GiB at seq 4096 (0.07 GiB to spare),
+    # 49.88 GiB at seq 5120" (the paper's recipe, batch 1, RTX A6000)
+    from dataclasses import replace
+
+    from vramplan.gpus import resolve_gpu
+    from vramplan.plan import plan_scenario
+    from vramplan.spec import Scenario, Workload
+
+    sf = load_scenario_file(SCENARIOS / "65b-on-48gb.yaml")
+    recipe = replace(Recipe.default("qlora"), rank=64, alpha=16, adapter_dtype="bf16", kbit_prep=False)
+    plans = [plan_scenario(Scenario(sf.models["models/llama-65b.json"], recipe, Workload(seq=s), resolve_gpu("rtxa6000")))
+             for s in (4096, 5120)]
+    assert [gib2(p.peak_bytes) for p in plans] == [47.92, 49.88]
+    assert gib2(plans[0].headroom_bytes) == 0.07 and plans[0].fits and not plans[1].fits
 
 
 def test_70b_fsdp_on_two_24gb_gpus():
