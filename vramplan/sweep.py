@@ -64,7 +64,16 @@ class SweepOutputError(VramplanError):
 
 @dataclass
 class SweepResult:
-    """The DataFrame of a sweep, and whether Ctrl-C cut it short (then ``df`` holds the finished groups)."""
+    """The DataFrame of a sweep, and whether Ctrl-C cut it short (then ``df`` holds the finished groups).
+
+    Example usage::
+
+        res = run_sweep(load_scenario_file("scenarios/lora-or-qlora.yaml"))
+        res.df[res.df["fits"]].groupby("model")["peak_bytes"].min()
+
+    Known Limitations: an interrupted sweep keeps whole groups only (a group is one vectorized call); its
+    ``df`` is indexed by grid position, so ``res.df.index`` says which rows are missing.
+    """
 
     df: object
     total_rows: int
