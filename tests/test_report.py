@@ -125,22 +125,37 @@ def test_capacity_lines_group_the_catalogue():
     assert groups[3]["memory_bytes"] == resolve_gpu("a10").memory_bytes == 24_146_608_128
 
 
-def test_curve_shows_capacities_in_range_and_one_above(r8b):
+def _capacity_labels(fig):
+    return [a["text"] for a in fig["layout"]["annotations"] if a.get("yref") == "y"]
+
+
+def test_curve_shows_capacities_in_range_and_one_either_side(r8b):
     _, rep = r8b
     fig = plot(rep, "fig-seq")
     peaks = [b for t in fig["data"] for b in t["customdata"]]
+    assert min(peaks) < 10 * GiB  # QLoRA at 256 tokens: every card's line is in range up to 48 GiB
+    assert _capacity_labels(fig) == [
+        "10 GiB: rtx3080", "12 GiB: rtx3060", "15–16 GiB: t4, rtx5070ti, rtx5080 +6", "22–24 GiB: a10, a10g, l4 +4",
+        "32 GiB: rtx5090, v100-32gb", "40 GiB: a100-40gb, a100-40gb-pcie", "45–48 GiB: l40s, rtx6000ada, rtxa6000",
+        "80 GiB: h100, h100-pcie, a100-80gb +1"]  # the last: the whole curve fits an 80 GB card
     lines = [sh["y0"] for sh in fig["layout"]["shapes"] if sh["xref"] == "paper"]
-    inside = [g["memory_bytes"] for g in F.capacity_groups(catalog()) if min(peaks) <= g["memory_bytes"] <= max(peaks)]
-    assert lines[:-1] == [round(b / GiB, 4) for b in inside]
-    assert lines[-1] > round(max(peaks) / GiB, 4)  # the first card on which the whole curve fits
+    assert lines == [round(g["memory_bytes"] / GiB, 4) for g in F.capacity_groups(catalog())[:8]]
+    assert lines[-1] > round(max(peaks) / GiB, 4) > lines[-2]
     assert fig["layout"]["yaxis"]["type"] == "log"
+    # 70B: every point needs more than 45 GiB, so the 45-48 GiB cards are drawn as the line below the curves
+    sc = scenarios("70b", "h100")
+    fig70 = F.curve_figure("t", "sequence length", [256, 2048, 32768],
+                           {s.recipe.method: [plan_scenario(s.with_(seq=n)).peak_bytes for n in (256, 2048, 32768)]
+                            for s in sc}, capacities=F.capacity_groups(catalog()), log_x=True)
+    assert _capacity_labels(fig70) == ["45–48 GiB: l40s, rtx6000ada, rtxa6000", "80 GiB: h100, h100-pcie, a100-80gb +1",
+                                       "96 GiB: rtxpro6000", "140 GiB: h200", "179–192 GiB: b200, mi300x"]
 
 
 def test_gpu_table_uses_the_solver(r8b):
     sc, rep = r8b
     (table,) = [b for s in rep.sections if s.id == "gpus" for b in s.blocks if isinstance(b, Table)]
-    assert table.columns == ("GPU", "GiB", "LoRA", "LoRA max batch", "LoRA max seq", "QLoRA", "QLoRA max batch",
-                             "QLoRA max seq")
+    assert table.columns == ("GPU", "GiB", "LoRA GiB", "LoRA max batch", "LoRA max seq", "QLoRA GiB",
+                             "QLoRA max batch", "QLoRA max seq")
     assert len(table.rows) == 33
     row = next(r for r in table.rows if r[0] == "NVIDIA GeForce RTX 4090")
     lora, qlora = (s.with_() for s in sc)
@@ -153,7 +168,7 @@ def test_gpu_table_uses_the_solver(r8b):
         assert plan_scenario(s.with_(batch=b + 1)).peak_bytes > s.gpu.memory_bytes
         assert verdict["class"] == "ok"
     t4 = next(r for r in table.rows if r[0] == "Tesla T4")
-    assert t4[2] == {"text": f"over by {(plan_scenario(lora).peak_bytes - 16_106_127_360) / GiB:.2f} GiB", "class": "over"}
+    assert t4[2] == {"text": f"over by {(plan_scenario(lora).peak_bytes - 16_106_127_360) / GiB:.2f}", "class": "over"}
     assert t4[3] == {"text": "—", "class": "muted"}  # nothing fits: no batch size to offer
     # AMD cards name a gfx target, not a compute capability: planned without sm90 workspaces
     assert any(r[0] == "AMD Instinct MI300X" and r[2]["class"] == "ok" for r in table.rows)

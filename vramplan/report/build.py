@@ -164,21 +164,24 @@ def gpu_table(rows, methods) -> Table:
     cols = ["GPU", "GiB"]
     for m in methods:
         lab = F.METHOD_LABELS.get(m, m)
-        cols += [lab, f"{lab} max batch", f"{lab} max seq"]
+        cols += [f"{lab} GiB", f"{lab} max batch", f"{lab} max seq"]
     out = []
     for row in rows:
         g = row["gpu"]
         cells = [g.name, _g2(g.memory_bytes)]
         for m in methods:
             d = row["methods"][m]
-            cells += [_verdict_cell(d["plan"]),
+            b = d["plan"]
+            cells += [{"text": f"fits, {_g2(b.headroom_bytes)} spare", "class": "ok"} if b.fits else
+                      {"text": f"over by {_g2(-b.headroom_bytes)}", "class": "over"},
                       f"{d['max_batch']:,}" if d["max_batch"] else {"text": "—", "class": "muted"},
                       f"{d['max_seq']:,}" if d["max_seq"] else {"text": "—", "class": "muted"}]
         out.append(tuple(cells))
-    numeric = tuple(i for i, c in enumerate(cols) if c.endswith(("GiB", "batch", "seq")))
+    numeric = tuple(i for i, c in enumerate(cols) if c.endswith(("batch", "seq")) or c == "GiB")
     return Table(columns=tuple(cols), rows=tuple(out), numeric=numeric,
-                 caption="Every catalogue card, planned as itself (sm90+ cards have larger cuBLAS workspaces). "
-                         "Max batch is at the scenario's sequence length, max seq at its batch size.")
+                 caption="Every catalogue card, planned as itself (sm90+ cards have larger cuBLAS workspaces): "
+                         "headroom or shortfall in GiB; max batch at the scenario's sequence length, max seq at "
+                         "its batch size.")
 
 
 def _smallest_fits(rows, method) -> str:

@@ -226,10 +226,12 @@ def capacity_groups(cards, *, merge: float = 1.10) -> list[dict]:
 
 
 def _visible_capacities(groups: list[dict], lo_bytes: int, hi_bytes: int) -> list[dict]:
-    """The capacities within the plotted range, plus the first one above it (where the curves still fit)."""
+    """The capacities within the plotted range, the largest one below it (too small at every point) and the
+    smallest one above it (large enough at every point)."""
+    below = [g for g in groups if g["memory_bytes"] < lo_bytes]
     inside = [g for g in groups if lo_bytes <= g["memory_bytes"] <= hi_bytes]
     above = [g for g in groups if g["memory_bytes"] > hi_bytes]
-    return inside + above[:1]
+    return below[-1:] + inside + above[:1]
 
 
 _LOG_TICKS = (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)

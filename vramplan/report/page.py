@@ -194,8 +194,8 @@ nav a { margin-right: 14px; color: #0b57d0; text-decoration: none; }
 .table-wrap { overflow-x: auto; margin: 10px 0 18px; }
 table { border-collapse: collapse; font-size: 14px; }
 caption { text-align: left; color: var(--muted); padding: 4px 0; caption-side: top; }
-th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
-th { background: #f3f3f3; font-weight: 600; }
+th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
+th { background: #f3f3f3; font-weight: 600; white-space: normal; vertical-align: bottom; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.ok { color: var(--ok); font-weight: 600; }
 td.over { color: var(--over); font-weight: 600; }
