@@ -21,7 +21,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from vramplan.errors import ScenarioError
+from vramplan.errors import ScenarioError, VramplanError
 
 from .recipe import build_skeleton, make_optimizer, materialize, quant_state_tensors, require, torch_dtype
 from .tracker import COMPONENTS, make_tracker
@@ -79,6 +79,20 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
 
     ``detailed`` keeps, at each phase's peak, the list of live storages (component, bytes, creating op).
     """
+    import logging
+    import warnings
+
+    # torch logs a failing fake kernel before raising; the error reaches the user once, as one line
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    drop = logging.Filter("nothing passes")  # a filter, because torch resets logger levels when it configures logs
+    fake_log.addFilter(drop)
+    try:
+        return _trace_quiet(scenario, config_dict, fake=fake, progress=progress, seed=seed, detailed=detailed)
+    finally:
+        fake_log.removeFilter(drop)
+
+
+def _trace_quiet(scenario, config_dict, *, fake, progress, seed, detailed) -> TraceResult:
     import warnings
 
     with warnings.catch_warnings():
@@ -86,7 +100,17 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _trace(scenario, config_dict, fake=fake, progress=progress, seed=seed, detailed=detailed)
+        try:
+            return _trace(scenario, config_dict, fake=fake, progress=progress, seed=seed, detailed=detailed)
+        except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+            if isinstance(exc, VramplanError):
+                raise
+            text = " ".join(str(exc).split())[:240]
+            raise ScenarioError(
+                f"the real step of this recipe failed in the libraries ({type(exc).__name__}: {text}); "
+                f"this model/recipe cannot be traced as is: try --no-kbit-prep, other --targets, --adapter-dtype bf16 "
+                f"or --attn eager"
+            ) from None
 
 
 def _trace(scenario, config_dict, *, fake, progress, seed, detailed) -> TraceResult:

@@ -72,3 +72,14 @@ def test_bad_files_are_one_line_errors(tmp_path):
         read_records([other])
     with pytest.raises(ValueError):
         _row(status="maybe")
+
+
+def test_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    _, row = _row()
+    path = tmp_path / "m.csv"
+    append_rows(path, [row])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -123,7 +123,7 @@ def test_nothing_fits_returns_zero():
 
 @pytest.mark.parametrize("name,method,gpu", [("70b", "qlora", "rtx4090"), ("70b", "lora", "a100-80gb"),
                                              ("70b", "lora", "h100"), ("32b", "lora", "rtx4090"),
-                                             ("8b", "lora", "rtx3060"), ("47b", "qlora", "rtx3090")])
+                                             ("8b", "lora", "rtx3060"), ("47b", "qlora", "l40s")])
 def test_min_gpus_fits_and_one_fewer_does_not(name, method, gpu):
     s = _scenario(name, method, gpu)
     cap = s.gpu.memory_bytes

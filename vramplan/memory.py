@@ -433,6 +433,7 @@ def layer_activation_bytes(model: ModelShape, recipe: Recipe, tokens, seq, rank)
     const = 0
     if recipe.trains_adapters and recipe.autocast and dtype_bytes(recipe.adapter_dtype) != 2:
         const = 2 * trainable_params(model, recipe, rank) // model.num_layers
+    const += merged_expert_bytes(model, recipe)["saved"]
     return per_tok * tokens + const
 
 
@@ -497,22 +498,46 @@ def working_set_bytes(model: ModelShape, recipe: Recipe, tokens) -> dict:
     mlp_b = bs if recipe.quantized else dtype_bytes(recipe.dtype)
     extra = 0
     down_saved = 0
-    if recipe.trains_adapters and not model.is_moe and "down_proj" in {g.lora_target for g in lora_groups(model, recipe)}:
+    targets = {g.lora_target for g in lora_groups(model, recipe)} if recipe.trains_adapters else set()
+    if not model.is_moe and "down_proj" in targets:
         ad = dtype_bytes(recipe.adapter_dtype)
         cast = mlp_b != ad and (not recipe.quantized or not recipe.autocast)
         x_b = ad if cast else mlp_b
         extra = width * ((ad if cast else 0) + (x_b if recipe.dropout > 0 and recipe.autocast else 0))
         down_saved = _lora_input_bytes(i, mlp_b, recipe, 1, False)
+    merged = merged_expert_bytes(model, recipe)
     return {
         # + three hidden-width tensors: the residual, the MLP's input (the norm output) and down's base output
         "forward": tokens * (width * mlp_b + extra + 2 * h * bs + h * mlp_b),
         # in a checkpoint's recompute with a 16-bit stream, traces show two more hidden-width 16-bit tensors
         # alive at that moment: an RMSNorm output and its cast back from fp32 (ops mul and _to_copy)
         "recompute_extra": tokens * (0 if recipe.upcast else 2 * h * bs),
-        "backward": tokens * (3 * width * mlp_b + h * bs),
+        "backward": tokens * (3 * width * mlp_b + h * bs) + merged["backward"],
+        "merged_experts": merged["saved"],
         "backward_dequant": tokens * (width * (mlp_b + 2) + h * bs) if recipe.quantized else 0,
         "down_saved": tokens * down_saved,
     }
+
+
+def merged_expert_bytes(model: ModelShape, recipe: Recipe) -> dict:
+    """peft's ParamWrapper (LoRA on fused 3-D MoE experts) adds the adapters' delta to the whole expert weight
+    for each use, and grouped_mm saves that merged weight for its backward, which makes a gradient of the full
+    weight. Traced on Mixtral (tests/test_agreement.py).
+
+    ``saved``: one layer's merged expert weights (gate_up and down, every expert), saved like activations.
+    ``backward``: on top of them, down's full-size weight gradient first; then gate_up's gradient while
+    down's merged weight is already freed."""
+    if not recipe.trains_adapters:
+        return {"saved": 0, "backward": 0}
+    groups = [g for g in lora_groups(model, recipe) if g.kind == "experts"]
+    if not groups:
+        return {"saved": 0, "backward": 0}
+    b = 4 if recipe.upcast else dtype_bytes(recipe.dtype)
+    per = {g.name: g.numel * g.count // max(model.num_layers, 1) * b for g in groups}
+    total = sum(per.values())
+    down = sum(v for k, v in per.items() if "down" in k)
+    gate_up = total - down
+    return {"saved": total, "backward": max(down, 2 * gate_up - total)}
 
 
 def dequant_buffer_bytes(model: ModelShape, recipe: Recipe) -> dict:

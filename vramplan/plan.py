@@ -233,7 +233,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     if r.grad_ckpt:
         # the checkpointed forward saves nothing; its recompute in backward re-creates one layer's tensors
         held_layers = L * gc_in
-        fwd_layers = L * gc_in + ws["forward"]
+        fwd_layers = L * gc_in + ws["forward"] + ws["merged_experts"]  # the checkpointed forward merges too
         recompute = per_layer + ws["forward"] + ws["recompute_extra"]
         if r.upcast:
             # with an fp32 stream the first norm saves the layer's input itself: the checkpoint input, not a copy

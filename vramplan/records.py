@@ -204,6 +204,9 @@ def append_rows(path, rows) -> int:
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a measurement file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
