@@ -349,12 +349,17 @@ def test_accuracy_report_numbers():
     fig = rep.figures()["fig-accuracy"]
     panels = [a["text"] for a in fig["layout"]["annotations"]]
     assert panels == ["<b>tensor-level peak</b>", "<b>base weights</b>"]  # only what was measured
+    assert fig["layout"]["xaxis"]["title"]["text"] == "predicted GiB"
+    small = F.accuracy_figure([{"label": "quant constants", "points": [
+        {"pred": 100 * 2**20, "meas": 110 * 2**20, "group": "qlora", "text": "r"}]}])
+    assert small["layout"]["xaxis"]["title"]["text"] == "predicted MiB"  # every value under 1 GiB
+    assert (small["data"][0]["x"], small["data"][0]["y"]) == ([100.0], [110.0])
     lora = next(t for t in fig["data"] if t["name"] == "LoRA" and t["xaxis"] == "x")
     assert lora["x"] == [round(rows[0]["pred_peak_tensor_bytes"] / GiB, 4)]
     assert lora["y"] == [round(rows[0]["meas_peak_tensor_bytes"] / GiB, 4)]
     tables = [b for s in rep.sections for b in s.blocks if isinstance(b, Table)]
     per_row, by_q, failed = tables[0], tables[1], tables[2]
-    assert [r[-1] for r in per_row.rows] == ["-20.00 %", "+25.00 %", "+0.00 %"]
+    assert [r[-1] for r in per_row.rows] == ["-20.00 %", "+25.00 %", "0.00 %"]
     assert by_q.rows[0][:4] == ("tensor-level peak", "3", "20.00 %", "+25.00 %")
     assert failed.rows[0][1:3] == ("oom", "cpu") and failed.rows[0][4] == "CUDA out of memory"
     env = tables[3]

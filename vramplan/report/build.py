@@ -307,7 +307,9 @@ def _median(values):
 
 
 def _pct(e) -> str:
-    return f"{100 * e:+.2f} %"
+    """A signed relative error in percent; one that rounds to zero is written 0.00 %."""
+    text = f"{100 * e:+.2f}"
+    return ("0.00" if text in ("+0.00", "-0.00") else text) + " %"
 
 
 def accuracy_report(paths, *, df=None) -> Report:

@@ -309,23 +309,25 @@ def _short(v: int) -> str:
 # predicted against measured
 
 
-def accuracy_figure(panels: list[dict], *, title: str = "Predicted against measured") -> dict:
-    """A grid of scatter panels, one per quantity (a peak or a component): x predicted, y measured, GiB.
+def accuracy_figure(panels: list[dict], *, title: str = "Each peak and component: predicted (x) against measured (y)") -> dict:
+    """A grid of scatter panels, one per quantity (a peak or a component): x predicted, y measured.
 
     ``panels`` items: ``{"label": str, "points": [{"pred": int, "meas": int, "group": str, "text": str}]}``;
-    each panel has the y = x diagonal. Points are coloured by ``group`` (usually the method).
+    each panel has the y = x diagonal and its own unit (GiB, or MiB when every value is under 1 GiB).
+    Points are coloured by ``group`` (usually the method).
     """
     n = len(panels)
     cols = min(3, max(n, 1))
     rows = max(1, math.ceil(n / cols))
-    hgap, vgap = 0.08, 0.12 if rows > 1 else 0.0
+    height = 120 + 330 * rows
+    plot_h = height - 120 - 70
+    hgap, vgap = 0.08, (round(110 / plot_h, 4) if rows > 1 else 0.0)  # room for an axis title and a panel title
     w = (1 - hgap * (cols - 1)) / cols
     h = (1 - vgap * (rows - 1)) / rows
-    height = max(400, 320 * rows)
     layout = _layout(title, shapes=[], annotations=[], height=height, showlegend=True)
     layout["margin"] = {"l": 70, "r": 30, "t": 120, "b": 70}
     # the legend sits 30 px above the top row, clear of the panel titles
-    layout["legend"] = dict(layout["legend"], y=round(1 + 30 / (height - 190), 4))
+    layout["legend"] = dict(layout["legend"], y=round(1 + 30 / plot_h, 4))
     data = []
     seen_groups: set = set()
     for k, panel in enumerate(panels):
@@ -336,24 +338,30 @@ def accuracy_figure(panels: list[dict], *, title: str = "Predicted against measu
         y1 = round(1 - r * (h + vgap), 4)
         pts = panel["points"]
         top = max([max(p["pred"], p["meas"]) for p in pts] + [1])
-        rng = [0, round(gib(top) * 1.08, 4)]
-        layout[f"xaxis{suffix}"] = _axis("predicted GiB", domain=[x0, round(x0 + w, 4)], anchor=ya, range=rng)
-        layout[f"yaxis{suffix}"] = _axis("measured GiB", domain=[round(y1 - h, 4), y1], anchor=xa, range=rng)
+        unit, div = ("GiB", GiB) if top >= GiB else ("MiB", 1024**2)
+
+        def conv(b, div=div):
+            return round(int(b) / div, 4)
+
+        rng = [0, round(top / div * 1.08, 4)]
+        layout[f"xaxis{suffix}"] = _axis(f"predicted {unit}", domain=[x0, round(x0 + w, 4)], anchor=ya, range=rng)
+        layout[f"yaxis{suffix}"] = _axis(f"measured {unit}", domain=[round(y1 - h, 4), y1], anchor=xa, range=rng)
         layout["annotations"].append({"text": f"<b>{esc(panel['label'])}</b>", "xref": f"{xa} domain",
                                       "yref": f"{ya} domain", "x": 0, "y": 1.0, "xanchor": "left",
                                       "yanchor": "bottom", "showarrow": False})
         layout["shapes"].append({"type": "line", "xref": xa, "yref": ya, "x0": 0, "y0": 0, "x1": rng[1],
                                  "y1": rng[1], "line": {"color": "#999999", "width": 1, "dash": "dot"}})
-        groups = sorted({p["group"] for p in pts})
-        for grp in groups:
+        for grp in sorted({p["group"] for p in pts}):
             sel = [p for p in pts if p["group"] == grp]
             data.append({
                 "type": "scatter", "mode": "markers", "name": METHOD_LABELS.get(grp, esc(grp)), "legendgroup": grp,
                 "showlegend": grp not in seen_groups, "xaxis": xa, "yaxis": ya,
-                "x": [gib(p["pred"]) for p in sel], "y": [gib(p["meas"]) for p in sel],
+                "x": [conv(p["pred"]) for p in sel], "y": [conv(p["meas"]) for p in sel],
+                "customdata": [[int(p["pred"]), int(p["meas"])] for p in sel],
                 "text": [esc(p["text"]) for p in sel],
                 "marker": {"color": METHOD_COLORS.get(grp, "#444444"), "size": 8, "opacity": 0.85},
-                "hovertemplate": "%{text}<br>predicted %{x:.3f} GiB · measured %{y:.3f} GiB<extra></extra>",
+                "hovertemplate": (f"%{{text}}<br>predicted %{{x:.3f}} {unit} · measured %{{y:.3f}} {unit}"
+                                  "<br>(%{customdata[0]:,} B · %{customdata[1]:,} B)<extra></extra>"),
             })
             seen_groups.add(grp)
     return {"data": data, "layout": layout}
