@@ -319,6 +319,20 @@ def test_the_table_path_imports_no_textual():
     assert out.stderr.strip() == "[]" and "verdict" in out.stdout
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pilot_test
+async def test_panels_are_as_tall_as_their_pictures(size):
+    """Each panel is measured at the width it is painted at: no blank lines, nothing cut off."""
+    a = app()
+    async with a.run_test(size=size) as pilot:
+        await pilot.pause()
+        for sel in ("#bars", "#fits", "#timeline", "#components", "#command"):
+            view = a.query_one(sel)
+            width = view.content_size.width
+            lines = view.draw(width).wrap(Console(width=width), width)
+            assert view.content_size.height == len(lines), sel
+
+
 # --- the main screen ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def test_main_screen_snapshot(snap_compare, size):

@@ -329,7 +329,7 @@ def title(planned, invalid: bool, width: int = 200) -> Text:
 def command_panel(planned) -> Text:
     """The command line that prints this plan, and the planner's notes."""
     out = Text()
-    out.append("Command line (c copies it, j writes the JSON)\n", style="bold")
+    out.append("Command line (c copies it)\n", style="bold")
     out.append(planned.command_line())
     seen: list[str] = []
     for p in planned.plans:

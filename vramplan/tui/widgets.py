@@ -19,16 +19,11 @@ class PlanView(Widget):
     def __init__(self, planned, **kwargs):
         super().__init__(**kwargs)
         self.planned = planned
-        self._measure_width = 0
         self._drawn = (None, 0, None)  # (planned, width, picture): show() measures what render() paints
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        """Measure the picture drawn at the width the layout gives (the one it will be painted at)."""
-        self._measure_width = width
-        try:
-            return super().get_content_height(container, viewport, width)
-        finally:
-            self._measure_width = 0
+        """The height of the picture drawn at the width the layout gives (the one it will be painted at)."""
+        return self._height(self._picture(width), width) if width else 0
 
     def show(self, planned) -> None:
         """Draw a new state; lay the screen out again only when the panel's height changes (a layout of the
@@ -59,7 +54,7 @@ class PlanView(Widget):
         return picture
 
     def render(self):
-        return self._picture(self._measure_width or self.content_size.width or 80)
+        return self._picture(self.content_size.width or 80)
 
 
 class WhatFits(PlanView):
