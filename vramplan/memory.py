@@ -512,6 +512,9 @@ def working_set_bytes(model: ModelShape, recipe: Recipe, tokens) -> dict:
         # in a checkpoint's recompute with a 16-bit stream, traces show two more hidden-width 16-bit tensors
         # alive at that moment: an RMSNorm output and its cast back from fp32 (ops mul and _to_copy)
         "recompute_extra": tokens * (0 if recipe.upcast else 2 * h * bs),
+        # a forward that saves nothing (checkpointed) peaks either there or where the MLP's act(gate), up and
+        # their product exist at once, with the residual, the MLP's input and a base output
+        "forward_product": tokens * (3 * width * mlp_b + 2 * h * bs + h * mlp_b),
         "backward": tokens * (3 * width * mlp_b + h * bs) + merged["backward"],
         "merged_experts": merged["saved"],
         "backward_dequant": tokens * (width * (mlp_b + 2) + h * bs) if recipe.quantized else 0,

@@ -233,7 +233,10 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     if r.grad_ckpt:
         # the checkpointed forward saves nothing; its recompute in backward re-creates one layer's tensors
         held_layers = L * gc_in
-        fwd_layers = L * gc_in + ws["forward"] + ws["merged_experts"]  # the checkpointed forward merges too
+        # the checkpointed forward saves nothing: its peak is a layer's largest moment (and merged experts)
+        attn_moment = T * (m.layer_activation_items(model, r, S, rank)["attention"] + 2 * model.hidden_size
+                           * m.stream_bytes(r))  # eager attention's scores and softmax, alive at once
+        fwd_layers = L * gc_in + _max([ws["forward"], ws["forward_product"], attn_moment]) + ws["merged_experts"]
         recompute = per_layer + ws["forward"] + ws["recompute_extra"]
         if r.upcast:
             # with an fp32 stream the first norm saves the layer's input itself: the checkpoint input, not a copy
