@@ -70,8 +70,8 @@ def report_cmd(ctx, inputs, gpu, sweep_path, measured, output, rebuild, **kw):
     if modes:
         extra = _given_knobs(ctx) + (["--gpu"] if gpu else [])
         if extra:
-            raise ReportUsageError(f"{', '.join(extra)} set a model report's scenario; {modes[0]} takes its "
-                                   f"scenarios from its input: drop {' '.join(extra)}")
+            raise ReportUsageError(f"{', '.join(extra)} set a model report's scenario; {modes[0]} reads its "
+                                   f"scenarios from files: drop {' '.join(extra)}")
 
     if rebuild:
         if inputs or output:
