@@ -88,8 +88,9 @@ class ProfileJob:
         if self.scenario.workload.gpus != 1:
             raise ScenarioError("profile runs one process on one GPU; leave out --gpus (memory per GPU differs "
                                 "with sharding)")
-        if not 0 <= self.warmup <= 100:
-            raise ScenarioError(f"--warmup {self.warmup}: use 0 to 100 warm-up steps, e.g. --warmup 2")
+        if not 1 <= self.warmup <= 100:
+            raise ScenarioError(f"--warmup {self.warmup}: use 1 to 100 warm-up steps (the first step creates the "
+                                f"optimizer state), e.g. --warmup 2")
         if not 1 <= self.steps <= 10_000:
             raise ScenarioError(f"--steps {self.steps}: use 1 to 10000 measured steps, e.g. --steps 10")
         if self.gpu_index < 0:
@@ -428,8 +429,17 @@ def run_job(job: ProfileJob, *, on_phase=None, nvml=None) -> ProfileResult:
 def _run(job, on_phase, nvml_module) -> ProfileResult:
     torch = require("torch")
     cuda = job.device == "cuda"
+    measured: dict = {}
+    info: dict = {}
+    nvdev = None
+    baseline = 0
     if cuda:
         check_cuda(job.gpu_index)  # before the slow imports: a machine without a GPU answers at once
+        if job.nvml:
+            # the baseline comes first: nothing below may have touched the GPU yet (no context exists)
+            nvdev = open_nvml(job.gpu_index, nvml_module)
+            baseline = nvdev.used_bytes()
+            info["nvml_baseline_bytes"] = baseline
     require("transformers", "peft")
     s = job.scenario
     recipe, workload = s.recipe, s.workload
@@ -444,22 +454,15 @@ def _run(job, on_phase, nvml_module) -> ProfileResult:
         require("bitsandbytes")
         if cuda:
             check_bitsandbytes_cuda()
-    measured: dict = {}
-    info: dict = {}
     phases = _Phases(on_phase)
-    nvdev = None
-    baseline = 0
     if cuda:
-        if job.nvml:
-            nvdev = open_nvml(job.gpu_index, nvml_module)
-            baseline = nvdev.used_bytes()
-            info["nvml_baseline_bytes"] = baseline
         device = torch.device("cuda", job.gpu_index)
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # creates the context
         torch.zeros(1, device=device)
         torch.cuda.synchronize(device)
         if nvdev is not None:
             _check_same_gpu(nvdev, job.gpu_index)
+            # device memory the context holds: what NVML added, less the one small segment torch reserved
             measured["meas_context_bytes"] = max(0, nvdev.used_bytes() - baseline - torch.cuda.memory_reserved(device))
     else:
         device = torch.device("cpu")
@@ -499,7 +502,15 @@ def _check_same_gpu(nvdev, gpu_index) -> None:
         return
     nv_uuid = nv_uuid.decode() if isinstance(nv_uuid, bytes) else str(nv_uuid)
     t_uuid = str(getattr(torch.cuda.get_device_properties(gpu_index), "uuid", "") or "")
-    if t_uuid and t_uuid not in nv_uuid:
+
+    def bare(u: str) -> str:  # "GPU-8-4-4-4-12" and "8-4-4-4-12" name the same card
+        u = u.strip().lower()
+        for prefix in ("gpu-", "mig-"):
+            if u.startswith(prefix):
+                u = u[len(prefix):]
+        return u.replace("-", "")
+
+    if t_uuid and bare(t_uuid) != bare(nv_uuid) and not nv_uuid.lower().startswith("mig-"):
         raise NoGpuError(f"torch's cuda:{gpu_index} is not NVML's GPU {nv_uuid}: set CUDA_DEVICE_ORDER=PCI_BUS_ID "
                          f"so both number the GPUs the same way")
 
@@ -628,9 +639,12 @@ def _free(torch, cuda: bool) -> None:
     """Release what a finished (or failed) job held, so the next job starts from an empty allocator."""
     gc.collect()
     if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        except RuntimeError:  # a context the failure broke: the process ends with the job (run_isolated)
+            pass
 
 
 # ------------------------------------------------------------------------------------------------------

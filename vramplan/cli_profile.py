@@ -65,6 +65,11 @@ def profile_cmd(model, suite_path, out, device, gpu_index, steps, warmup, layers
     kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
     if kw["gpus"] != 1 or kw["shard"] != "none":
         raise ScenarioError("profile runs one process on one GPU: leave out --gpus and --shard")
+    from profilers.suite import SuiteOptions
+
+    options = SuiteOptions(device=device, gpu_index=gpu_index, warmup=warmup, steps=steps, nvml=not no_nvml,
+                           sample_hz=sample_hz, components=not no_components)
+    options_check(options)
     items = _items(model, suite_path, layers, random_weights, kw)
     _verify_checkpoints(items)
     if dry_run:
@@ -77,11 +82,8 @@ def profile_cmd(model, suite_path, out, device, gpu_index, steps, warmup, layers
                                 f"{big[0].params / 1e9:.1f}B parameters: add --layers 2, or profile on a GPU")
     env, gpu = _machine(device, gpu_index, not no_nvml, model or suite_path, items)
 
-    from profilers.suite import SuiteOptions, run_suite
+    from profilers.suite import run_suite
 
-    options = SuiteOptions(device=device, gpu_index=gpu_index, warmup=warmup, steps=steps, nvml=not no_nvml,
-                           sample_hz=sample_hz, components=not no_components)
-    options_check(options)
     show = _Printer(as_json=as_json, suite=suite_path is not None, total=len(items), env=env)
     result = run_suite(items, out=out, options=options, env=env, gpu=gpu, redo=redo or suite_path is None,
                        progress=show)
@@ -94,8 +96,9 @@ def options_check(options) -> None:
     """Bad numbers as one-line errors before anything is built."""
     if not 1 <= options.steps <= 10_000:
         raise ScenarioError(f"--steps {options.steps}: use 1 to 10000 measured steps, e.g. --steps 10")
-    if not 0 <= options.warmup <= 100:
-        raise ScenarioError(f"--warmup {options.warmup}: use 0 to 100 warm-up steps, e.g. --warmup 2")
+    if not 1 <= options.warmup <= 100:
+        raise ScenarioError(f"--warmup {options.warmup}: use 1 to 100 warm-up steps (the first step creates the "
+                            f"optimizer state), e.g. --warmup 2")
     if options.gpu_index < 0:
         raise ScenarioError(f"--gpu-index {options.gpu_index}: use 0 for the first GPU")
     if options.nvml and not options.sample_hz >= 100:
@@ -205,10 +208,11 @@ def _gib(n) -> str:
     return "-" if n is None else f"{n / GiB:.2f}"
 
 
-def _unit(values) -> tuple[str, int]:
-    """GiB, or MiB when every figure is below 1 GiB (small models, CPU runs)."""
+def _unit(values) -> tuple[str, int, int]:
+    """(unit, bytes per unit, decimals): GiB with 3 decimals, or MiB with 2 when every figure is below 4 GiB
+    (small models, CPU runs), so that small components do not all print as 0.00."""
     big = max((abs(int(v)) for v in values if v is not None), default=0)
-    return ("GiB", GiB) if big >= GiB else ("MiB", 2**20)
+    return ("GiB", GiB, 3) if big >= 4 * GiB else ("MiB", 2**20, 2)
 
 
 def _num(v):
@@ -316,10 +320,10 @@ def _table(item, b, res, env):
         return
     m = res.measured
     rows = _rows(b, res, env)
-    unit, div = _unit([v for _, p, q in rows for v in (p, q)])
+    unit, div, digits = _unit([v for _, p, q in rows for v in (p, q)])
 
     def fmt(n):
-        return f"{n / div:.2f}"
+        return f"{n / div:.{digits}f}"
 
     tab = Table(unit, "predicted", "measured", "diff", "diff %", box=None, pad_edge=False)
     for name, pred, meas in rows:
