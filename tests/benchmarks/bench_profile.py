@@ -6,8 +6,9 @@
 The same model and step as ``vramplan profile`` (a small Llama: 4 layers, hidden 512 on a GPU; 2 layers,
 hidden 64 on the CPU), timed in alternating blocks of steps with and without the sampler running, so drift
 (clocks, other load) hits both alike. On a GPU the sampler reads the real NVML; without one it reads a stand-in
-whose call costs as much as a real ``nvmlDeviceGetMemoryInfo`` (about 20 microseconds, a blocking sleep), so
-the figure is the thread's cost on the Python side (GIL hand-offs), which is what the step can feel.
+whose every call blocks for 20 microseconds (a sleep standing in for the driver call; a real
+``nvmlDeviceGetMemoryInfo`` costs what the driver makes it), so the figure is the thread's cost on the Python
+side (GIL hand-offs), which is what the step can feel.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from types import SimpleNamespace
 
 
 class _StandInNvml:
-    """NVML with the cost of a real memory query and a constant answer (no driver on this machine)."""
+    """NVML with a 20 us blocking call and a constant answer (no driver on this machine)."""
 
     class NVMLError(Exception):
         pass

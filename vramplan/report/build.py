@@ -535,6 +535,7 @@ def sweep_report(path, *, sweep=None, scenario_file=None, label: str | None = No
         for r in records:
             series.setdefault(series_label(r), {})[int(r[x_name])] = int(r["peak_bytes"])
         lines = {lbl: [pts[x] for x in xs] for lbl, pts in series.items() if all(x in pts for x in xs)}
+    if x_name is not None and lines:  # no line when the knob is zipped with the series' knobs: no curve
         fig = F.curve_figure(f"Peak memory against {x_name}", x_name, xs, lines, capacities=capacities,
                              log_x=max(xs) >= 8 * min(xs))
         blocks.append(Plot("fig-sweep-curve", fig, height=500,
