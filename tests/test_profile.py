@@ -151,7 +151,7 @@ def test_out_of_memory_is_a_row_and_ctrl_c_keeps_finished_rows(folder, tmp_path)
         def fault(phase):
             if k == 0 and phase == "backward":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            if k == 2 and phase == "forward":
+            if k == 2 and phase == "load":
                 raise KeyboardInterrupt
 
         return run(job, isolate=False, on_phase=fault)
@@ -342,6 +342,33 @@ def test_isolated_job_reports_the_machine_problem_from_the_child(folder):
             run(ProfileJob(items[0].scenario, items[0].config, device="cuda"))
     finally:
         profile.run_isolated = original
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the answer where bitsandbytes has no CUDA library")
+def test_bitsandbytes_without_cuda_is_one_line():
+    import bitsandbytes
+
+    from profilers.profile import check_bitsandbytes_cuda
+    from vramplan.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError) as err:
+        check_bitsandbytes_cuda()
+    assert str(err.value) == (
+        f"bitsandbytes {bitsandbytes.__version__} has no CUDA library loaded here (backend CPU): install a CUDA "
+        f"build (pip install 'bitsandbytes==0.50.2'), or profile without it: --method lora --optimizer adamw")
+
+
+def test_nvml_index_follows_cuda_visible_devices(monkeypatch):
+    from profilers.profile import NoGpuError, nvml_target
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert nvml_target(1) == (1, None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert nvml_target(0) == (3, None) and nvml_target(1) == (1, None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5a2e,GPU-77f0")
+    assert nvml_target(1) == (0, "GPU-77f0")
+    with pytest.raises(NoGpuError, match=r"--gpu-index 2: CUDA_VISIBLE_DEVICES=GPU-5a2e,GPU-77f0 shows 2 GPU\(s\)"):
+        nvml_target(2)
 
 
 def test_cli_bad_input_is_one_line(folder, capsys):
