@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from vramplan.errors import ConfigError, MissingDependencyError, ScenarioError, VramplanError
 
 from .nvml import DEFAULT_HZ
-from .recipe import build_skeleton, make_optimizer, materialize, quant_state_tensors, require, torch_dtype
+from .recipe import build_skeleton, make_optimizer, materialize, require, torch_dtype
 from .tracker import COMPONENTS, make_tracker
 
 DEVICES = ("cuda", "cpu")
@@ -266,8 +266,7 @@ def _expected_weights(model, recipe) -> dict:
 
 def check_checkpoint(files, model, recipe, folder) -> dict:
     """key -> file for every expected weight; raise CheckpointError when the weights do not match the config."""
-    safetensors = require("safetensors")
-    del safetensors
+    require("safetensors")  # ships with transformers; named if it is missing
     from safetensors import safe_open
 
     expected = _expected_weights(model, recipe)
@@ -726,4 +725,4 @@ def run(job: ProfileJob, *, isolate: bool | None = None, on_phase=None) -> Profi
 
 
 __all__ = ["ProfileJob", "ProfileResult", "run", "run_job", "run_isolated", "profile_env", "device_gpu_spec",
-           "check_cuda", "check_bitsandbytes_cuda", "NoGpuError", "CheckpointError", "quant_state_tensors"]
+           "check_cuda", "check_bitsandbytes_cuda", "verify_checkpoint", "NoGpuError", "CheckpointError"]

@@ -185,7 +185,6 @@ def test_checkpoint_weights_are_loaded_and_a_mismatch_is_refused(tmp_path):
     from safetensors.torch import load_file
 
     from profilers.recipe import build_skeleton, materialize
-    from vramplan.models import shape_from_config
     from vramplan.spec import Recipe
 
     config = transformers.AutoConfig.for_model(**TINY)
@@ -221,7 +220,6 @@ def test_checkpoint_weights_are_loaded_and_a_mismatch_is_refused(tmp_path):
     skeleton, _ = build_skeleton(fewer, Recipe.default("qlora"))
     with pytest.raises(CheckpointError, match=r"tensor\(s\) the model does not have, e.g. model.layers.1."):
         check_checkpoint(files, skeleton, Recipe.default("qlora"), "ckpt")
-    del shape_from_config
 
 
 def test_cli_checkpoint_mismatch_is_one_line(tmp_path, capsys):
