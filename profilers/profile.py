@@ -509,7 +509,9 @@ def _check_same_gpu(nvdev, gpu_index) -> None:
                 u = u[len(prefix):]
         return u.replace("-", "")
 
-    if t_uuid and bare(t_uuid) != bare(nv_uuid) and not nv_uuid.lower().startswith("mig-"):
+    a, b = bare(t_uuid), bare(nv_uuid)
+    comparable = len(a) == len(b) == 32 and all(c in "0123456789abcdef" for c in a + b)
+    if comparable and a != b and not nv_uuid.lower().startswith("mig-"):
         raise NoGpuError(f"torch's cuda:{gpu_index} is not NVML's GPU {nv_uuid}: set CUDA_DEVICE_ORDER=PCI_BUS_ID "
                          f"so both number the GPUs the same way")
 

@@ -369,6 +369,24 @@ def test_nvml_index_follows_cuda_visible_devices(monkeypatch):
         nvml_target(2)
 
 
+def test_torch_and_nvml_must_name_the_same_card(monkeypatch):
+    from profilers.profile import NoGpuError, _check_same_gpu
+
+    class Nvml:
+        def nvmlDeviceGetUUID(self, handle):
+            return b"GPU-5a2e3e8e-3d3c-4f1b-9c2a-0123456789ab"
+
+    dev = SimpleNamespace(nvml=Nvml(), handle=None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(uuid="5a2e3e8e-3d3c-4f1b-9c2a-0123456789ab"))
+    _check_same_gpu(dev, 0)  # torch writes the UUID without the prefix: the same card
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(uuid="77f00000-3d3c-4f1b-9c2a-0123456789ab"))
+    with pytest.raises(NoGpuError, match=r"^torch's cuda:1 is not NVML's GPU GPU-5a2e3e8e-3d3c-4f1b-9c2a-0123456789ab: "
+                                         r"set CUDA_DEVICE_ORDER=PCI_BUS_ID"):
+        _check_same_gpu(dev, 1)
+
+
 def test_cli_bad_input_is_one_line(folder, capsys):
     suite = folder / "suite.yaml"
     cases = [
