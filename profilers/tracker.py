@@ -56,8 +56,9 @@ def make_tracker():
     from torch.utils.weak import WeakIdKeyDictionary
 
     class LiveTracker(TorchDispatchMode):
-        def __init__(self, detailed: bool = False):
+        def __init__(self, detailed: bool = False, local=None):
             super().__init__()
+            self.local = local or (lambda t: t)  # the tensor holding the storage (a DTensor's local shard)
             self.detailed = detailed  # keep the list of live storages at each phase's peak (slow; for debugging)
             self.live = WeakIdKeyDictionary()
             self._refs = {}
@@ -75,7 +76,7 @@ def make_tracker():
             """Count an existing tensor's storage as ``component`` (retags it if already counted)."""
             if tensor is None or not isinstance(tensor, torch.Tensor):
                 return
-            st = tensor.untyped_storage()
+            st = self.local(tensor).untyped_storage()
             info = self.live.get(st)
             if info is None:
                 self._add(st, component)
@@ -143,7 +144,7 @@ def make_tracker():
             self.ops += 1
             new = False
             for t in _tensors(out):
-                st = t.untyped_storage()
+                st = self.local(t).untyped_storage()
                 info = self.live.get(st)
                 if info is None:
                     nbytes = rounded(st.nbytes())

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from vramplan import memory as m
 from vramplan.errors import ScenarioError
 from vramplan.gpus import catalog, resolve_gpu
 from vramplan.models import load_model
@@ -241,7 +242,9 @@ def test_fsdp_cpu_offload_by_hand():
     b = plan_scenario(s)
     gathered = 2_984_288_256  # root unit + two layer units with their adapters (test above)
     phases = {p.name: p for p in b.phases}
-    assert phases["forward"].components["weights"] == 512 + gathered  # rotary buffers stay on the GPU
+    # rotary buffers stay on the GPU; at the root's all-gather its buffer sits beside the unsharded copy
+    root_moment = b.detail["fsdp_gather_buffer_bytes"] if phases["forward"].where == "root all-gather" else 0
+    assert phases["forward"].components["weights"] == 512 + gathered + root_moment
     assert phases["load"].components["weights"] == 512  # between steps nothing is gathered
     for p in b.phases:
         assert p.components["adapters"] == 0 and p.components["optimizer"] == 0
@@ -250,7 +253,9 @@ def test_fsdp_cpu_offload_by_hand():
     assert phases["optimizer"].components["gradients"] == 0  # the step runs on the CPU
     # one GPU with offload is FSDP too: the gathered units, nothing else of the model
     one = plan_scenario(s.with_(gpus=1))
-    assert next(p for p in one.phases if p.name == "forward").components["weights"] == 512 + gathered
+    fwd = next(p for p in one.phases if p.name == "forward")
+    assert fwd.components["weights"] == 512 + gathered + (
+        one.detail["fsdp_gather_buffer_bytes"] if fwd.where == "root all-gather" else 0)
     assert one.peak_bytes < plan_scenario(s.with_(gpus=1, shard="none", offload=False)).peak_bytes
 
 
@@ -269,5 +274,7 @@ def test_fsdp_phases_gather_only_during_forward_and_backward():
     b = plan_scenario(s)
     phases = {p.name: p for p in b.phases}
     gathered = b.detail["fsdp_gathered_bytes"]
-    assert phases["forward"].components["weights"] - phases["load"].components["weights"] == gathered
+    root_moment = b.detail["fsdp_gather_buffer_bytes"] if phases["forward"].where == "root all-gather" else 0
+    assert phases["forward"].components["weights"] - phases["load"].components["weights"] == gathered + root_moment
+    assert b.detail["fsdp_gather_buffer_bytes"] == m.fsdp_root_unit_bytes(s.model, s.recipe)  # the largest unit
     assert phases["optimizer"].components["weights"] == phases["load"].components["weights"]

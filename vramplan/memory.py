@@ -650,6 +650,13 @@ def fsdp_gathered_bytes(model: ModelShape, recipe: Recipe, adapter_bytes) -> int
     return fsdp_root_unit_bytes(model, recipe) + 2 * (fsdp_layer_unit_bytes(model, recipe) + layer_adapters)
 
 
+def fsdp_gather_buffer_bytes(model: ModelShape, recipe: Recipe) -> int:
+    """FSDP2 gathers a unit into one all-gather output buffer and then copies it into the unsharded parameters:
+    for a moment both exist. The largest unit (the root: embeddings, lm_head, final norm) sets the size.
+    Traced with torch.distributed FSDP2 on two CPU processes (tests/test_distributed.py)."""
+    return max(fsdp_root_unit_bytes(model, recipe), fsdp_layer_unit_bytes(model, recipe))
+
+
 def fsdp_reduce_scatter_bytes(layer_grad_bytes, n_gpus: int):
     """One unit's unsharded gradient (the reduce-scatter input) and its output shard."""
     return layer_grad_bytes + cdiv(layer_grad_bytes, n_gpus)

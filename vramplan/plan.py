@@ -193,10 +193,12 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     # and alive for the whole step.
     ddp_buckets = 0
     fsdp_gather = 0
+    gather_buffer = 0
     step_grads = grads  # gradients on the GPU at optimizer.step()
     multi_detail = {"ddp_bucket_count": 0, "fsdp_reduce_scatter_bytes": 0}
     if shard == "fsdp" and (n_gpus > 1 or offload):
         fsdp_gather = m.fsdp_gathered_bytes(model, r, adapters)
+        gather_buffer = m.fsdp_gather_buffer_bytes(model, r)
         rs = m.fsdp_reduce_scatter_bytes(layer_grads, n_gpus)
         multi_detail["fsdp_reduce_scatter_bytes"] = rs
         layer_grads = rs
@@ -262,11 +264,12 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     context = m.cuda_context_bytes()
     cublas = m.cublas_workspace_bytes(hopper)
 
-    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0):
+    def state(phase, where, act, g, step=0, kernel=0, opt_extra=0, extra_gather=0):
         churn = act + g + step + kernel
         slack = m.allocator_slack_bytes(churn)
         # FSDP gathers units only in forward and backward; DDP's buckets persist between steps too
         gather = fsdp_gather if phase in ("forward", "loss", "backward") else 0
+        gather = gather + extra_gather
         if phase == "load":
             g = g + ddp_buckets
         allocated = weights + qconst + adapters + g + opt_alloc + step + act + cublas + kernel + gather
@@ -290,7 +293,12 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
         }
 
     load = state("load", "between steps", 0, 0)
-    fwd = state("forward", "last decoder layer", base_act + mask + fwd_layers, 0, kernel=dq["forward"])
+    fwd_states = [
+        state("forward", "last decoder layer", base_act + mask + fwd_layers, 0, kernel=dq["forward"]),
+        # FSDP2 at the first gather: the root unit's all-gather buffer beside its unsharded copy
+        state("forward", "root all-gather", base_act, 0, extra_gather=gather_buffer),
+    ]
+    fwd = _pick(fwd_states)
     loss_fwd = state("loss", "cross-entropy forward", fwd_end + loss["forward"], 0)
     bwd_states = [
         state("backward", "log_softmax backward", fwd_end + loss["backward"], 0),
@@ -305,7 +313,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
     peak = _pick(states)
     # torch's max_memory_allocated/reserved are maxima over the whole step, not values at the NVML peak: with
     # paged state the device peak can fall in a phase where the allocator holds less than elsewhere.
-    every = [load, fwd, loss_fwd, *bwd_states, opt]
+    every = [load, *fwd_states, loss_fwd, *bwd_states, opt]
     peak = dict(peak, max_allocated=_max(s["allocated"] for s in every), max_reserved=_max(s["reserved"] for s in every),
                 max_tensor=_max(s["tensor"] for s in every))
     detail = {
@@ -328,6 +336,7 @@ def evaluate(model, r: Recipe, *, seq, batch, rank, gpus: int = 1, shard: str = 
         "kbit_prep_upcast_bytes": _upcast_bytes(model, r),
         "ddp_bucket_bytes": ddp_buckets,
         "fsdp_gathered_bytes": fsdp_gather,
+        "fsdp_gather_buffer_bytes": gather_buffer,
         **multi_detail,
         "attention": m.effective_attn(model, r),
     }
