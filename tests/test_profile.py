@@ -410,6 +410,34 @@ def test_cli_bad_input_is_one_line(folder, capsys):
         f"is recorded with every row)")
 
 
+def test_cli_prints_predicted_against_measured_and_appends(folder, tmp_path, capsys):
+    cfg = str(folder / "tiny" / "config.json")
+    out = tmp_path / "one.csv"
+    assert main(["profile", cfg, "--device", "cpu", "--method", "lora", "--seq", "16", "--batch", "2",
+                 "--warmup", "1", "--steps", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    row = read_records([out]).iloc[0]
+    lines = printed.out.splitlines()
+    assert ["MiB", "predicted", "measured", "diff", "diff", "%"] in [line.split() for line in lines]
+    peak = next(line.split() for line in lines if line.startswith("tensor peak"))
+    b = plan_scenario(suite_items(folder / "suite.yaml")[0].scenario)
+    assert peak[2:4] == [f"{b.peak_tensor_bytes / 2**20:.2f}", f"{row['meas_peak_tensor_bytes'] / 2**20:.2f}"]
+    assert lines[-1].startswith("peak phase: predicted backward, measured backward; median of 1 steps")
+    assert printed.err.splitlines()[-1] == f"appended 1 row(s) to {out}"
+    # a suite with --json: one entry per scenario, measured values as the rows hold them
+    out2 = tmp_path / "suite.parquet"
+    assert main(["profile", "--suite", str(folder / "suite.yaml"), "--device", "cpu", "--warmup", "1", "--steps",
+                 "1", "--out", str(out2), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    df = read_records([out2])
+    assert [r["method"] for r in doc["results"]] == ["lora", "qlora"] == list(df["method"])
+    for r, (_, row) in zip(doc["results"], df.iterrows()):
+        assert r["status"] == "ok" and r["measured"]["meas_peak_tensor_bytes"] == row["meas_peak_tensor_bytes"]
+        assert r["measured"]["tokens_per_s"] == pytest.approx(row["tokens_per_s"], rel=1e-12)
+        assert r["predicted"]["peak_tensor_bytes"] == row["pred_peak_tensor_bytes"]
+    assert doc["device"]["source"] == "profile"
+
+
 def test_calibration_suite_fits_its_stated_time(capsys):
     """scenarios/calibration.yaml: every scenario fits an H100 and the run stays near its 20-minute budget."""
     from vramplan.gpus import resolve_gpu
