@@ -26,14 +26,23 @@ from vramplan.spec import Recipe, Scenario, Workload  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def test_fsdp_two_cpu_ranks_against_the_plan():
+def test_fsdp_two_cpu_ranks_against_the_plan(tmp_path, capsys):
+    """`vramplan profile --gpus 2 --shard fsdp --device cpu`: torchrun, two gloo ranks, rows recorded."""
+    import json
+
+    from vramplan.cli import main
+    from vramplan.records import read_records
+
+    out = tmp_path / "fsdp.csv"
+    argv = ["profile", "qwen2.5-0.5b", "--layers", "2", "--seq", "256", "--method", "lora", "--gpus", "2",
+            "--shard", "fsdp", "--device", "cpu", "--json", "--out", str(out)]
+    assert main(argv) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
     cfg = load_config("qwen2.5-0.5b", layers=2)
-    shape = shape_from_config(cfg, name="qwen2.5-0.5b-2l")
-    s = Scenario(shape, Recipe.default("lora"), Workload(256, 1, gpus=2, shard="fsdp"))
-    b = plan_scenario(s)
-    out = run_fsdp(s, cfg, nproc=2)
-    assert out["world_size"] == 2 and out["backend"] == "gloo"
-    ranks = out["ranks"]
+    shape = shape_from_config(cfg, name="qwen2.5-0.5b (2 layers)")
+    b = plan_scenario(Scenario(shape, Recipe.default("lora"), Workload(256, 1, gpus=2, shard="fsdp")))
+    assert doc["planned_peak_tensor_bytes_per_gpu"] == b.peak_tensor_bytes
+    ranks = doc["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0]["peak_bytes"] == ranks[1]["peak_bytes"]  # equal shards
     # each rank holds half the LoRA parameters (FSDP pads odd shards: at most one row more)
@@ -45,6 +54,9 @@ def test_fsdp_two_cpu_ranks_against_the_plan():
         for c in ("weights", "adapters", "optimizer"):
             assert abs(load["components"][c] - b.phases[0].components[c]) < 512 * 500, c
         assert abs(b.peak_tensor_bytes - r["peak_bytes"]) / r["peak_bytes"] < 0.05
+    df = read_records([out])
+    assert list(df["gpus"]) == [2] and list(df["shard"]) == ["fsdp"] and list(df["source"]) == ["profile"]
+    assert int(df["meas_peak_tensor_bytes"].iloc[0]) == ranks[0]["peak_bytes"]
 
 
 def test_qlora_under_fsdp_is_refused_with_a_reason():

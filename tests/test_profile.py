@@ -394,11 +394,18 @@ def test_cli_bad_input_is_one_line(folder, capsys):
                       "--seq 2048 (see vramplan --help)"),
         (["profile", "8b", "--device", "cpu"], "vramplan: error: --device cpu allocates the model in CPU memory; "
                                                "llama-3.1-8b has 8.0B parameters: add --layers 2, or profile on a GPU"),
-        (["profile", "8b", "--gpus", "2", "--shard", "fsdp"],
-         "vramplan: error: profile runs one process on one GPU: leave out --gpus and --shard"),
+        (["profile", "8b", "--gpus", "2", "--shard", "ddp"],
+         "vramplan: error: profile runs one process per GPU unless sharded: use --gpus N --shard fsdp, or leave out "
+         "--gpus and --shard"),
         (["profile", "--suite", str(suite), "--device", "cpu", "--steps", "0"],
          "vramplan: error: --steps 0: use 1 to 10000 measured steps, e.g. --steps 10"),
     ]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append((["profile", "8b", "--gpus", "2", "--shard", "fsdp"],
+                      "vramplan: error: --gpus 2 --shard fsdp needs 2 CUDA GPUs and this machine has 0: run the same "
+                      "FSDP step on CPU processes with --device cpu --layers 2"))
     for argv, line in cases:
         assert main(argv) == 2, argv
         assert capsys.readouterr().err.strip().splitlines()[-1] == line

@@ -63,8 +63,13 @@ def profile_cmd(model, suite_path, out, device, gpu_index, steps, warmup, layers
         raise click.UsageError("give a MODEL or --suite FILE (one of them), e.g. vramplan profile 8b --seq 2048")
     ctx = click.get_current_context()
     kw = dict(kw, dropout_is_default=ctx.get_parameter_source("dropout") == click.core.ParameterSource.DEFAULT)
+    if kw["shard"] == "fsdp" and kw["gpus"] > 1:
+        if suite_path is not None:
+            raise ScenarioError("--gpus/--shard fsdp runs one model under torchrun: give a MODEL, not --suite")
+        return _fsdp(model, layers, device, out, as_json, kw)
     if kw["gpus"] != 1 or kw["shard"] != "none":
-        raise ScenarioError("profile runs one process on one GPU: leave out --gpus and --shard")
+        raise ScenarioError("profile runs one process per GPU unless sharded: use --gpus N --shard fsdp, or "
+                            "leave out --gpus and --shard")
     from profilers.suite import SuiteOptions
 
     options = SuiteOptions(device=device, gpu_index=gpu_index, warmup=warmup, steps=steps, nvml=not no_nvml,
@@ -90,6 +95,69 @@ def profile_cmd(model, suite_path, out, device, gpu_index, steps, warmup, layers
     show.finish(result, out)
     if result.interrupted:
         raise click.Abort()
+
+
+def _fsdp(model, layers, device, out, as_json, kw) -> None:
+    """``--gpus N --shard fsdp``: the step under torchrun with FSDP2 (gloo on CPU, NCCL on GPUs), per rank."""
+    import json as _json
+
+    from profilers.distributed import run_fsdp
+    from profilers.environment import library_versions
+
+    from .cli import _build
+    from .models import load_config, shape_from_config
+    from .plan import plan_scenario
+
+    shape, scenarios, _ = _build(model, None, kw)
+    cfg = load_config(model, online=kw["online"], layers=layers)
+    if layers is not None:
+        from dataclasses import replace
+
+        shape = shape_from_config(cfg, name=f"{shape.name} ({layers} layers)", source=shape.source)
+        scenarios = [replace(s, model=shape) for s in scenarios]
+    if device == "cpu" and shape.params > CPU_PARAMS_LIMIT:
+        raise ScenarioError(f"--device cpu allocates the model in CPU memory; {shape.name} has "
+                            f"{shape.params / 1e9:.1f}B parameters: add --layers 2, or profile on GPUs")
+    if device == "cuda":
+        from profilers.recipe import require
+
+        torch = require("torch")
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have < kw["gpus"]:
+            raise ScenarioError(f"--gpus {kw['gpus']} --shard fsdp needs {kw['gpus']} CUDA GPUs and this machine has "
+                                f"{have}: run the same FSDP step on CPU processes with --device cpu --layers 2")
+    results = []
+    for s in scenarios:
+        if not as_json:
+            click.echo(f"{s.recipe.method}: {s.workload.gpus} processes under torchrun, FSDP full shard "
+                       f"({'gloo, CPU' if device == 'cpu' else 'NCCL, GPUs'}) ...", err=True)
+        b = plan_scenario(s)
+        run = run_fsdp(s, cfg, nproc=s.workload.gpus, device=device)
+        results.append((b, run))
+    if out:
+        from .records import append_rows, row_from
+
+        env = {"source": "profile", "device": f"{device} x{kw['gpus']} (FSDP2, "
+               f"{'gloo' if device == 'cpu' else 'nccl'})", **library_versions(),
+               "date": __import__("datetime").date.today().isoformat()}
+        rows = []
+        for b, run in results:
+            top = max(run["ranks"], key=lambda r: r["peak_bytes"])
+            phase = max(top["phases"], key=lambda k: top["phases"][k]["peak_bytes"])
+            measured = {f"meas_{c}": int(v) for c, v in top["phases"][phase]["components"].items()}
+            measured.update(meas_peak_tensor_bytes=int(top["peak_bytes"]), meas_peak_phase=phase)
+            rows.append(row_from(b, env=env, measured=measured))
+        append_rows(out, rows)
+    if as_json:
+        click.echo(_json.dumps([{"method": b.method, "planned_peak_tensor_bytes_per_gpu": b.peak_tensor_bytes,
+                                 "ranks": run["ranks"]} for b, run in results], indent=2))
+        return
+    for b, run in results:
+        click.echo(f"{b.method}  per GPU, tensor level (GiB): planned {_gib(b.peak_tensor_bytes)}")
+        for r in run["ranks"]:
+            diff = 100.0 * (b.peak_tensor_bytes - r["peak_bytes"]) / r["peak_bytes"]
+            phases = "  ".join(f"{k} {_gib(v['peak_bytes'])}" for k, v in r["phases"].items())
+            click.echo(f"  rank {r['rank']}: measured {_gib(r['peak_bytes'])} ({diff:+.2f} %)  {phases}")
 
 
 def options_check(options) -> None:
