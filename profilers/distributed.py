@@ -51,7 +51,7 @@ def _rank_main(args) -> None:
     recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.recipe).items()})
     config_dict = json.loads(open(args.config, encoding="utf-8").read())
     model, config = build_skeleton(config_dict, recipe)
-    built = materialize(model, config, recipe, fake=False, device=device, seed=0)
+    materialize(model, config, recipe, fake=False, device=device, seed=0)
     inner = model.base_model.model if recipe.trains_adapters else model
     for layer in inner.model.layers:
         fully_shard(layer)

@@ -80,7 +80,6 @@ def trace_scenario(scenario, config_dict: dict, *, fake: bool = True, progress=N
     ``detailed`` keeps, at each phase's peak, the list of live storages (component, bytes, creating op).
     """
     import logging
-    import warnings
 
     # torch logs a failing fake kernel before raising; the error reaches the user once, as one line
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")

@@ -99,10 +99,21 @@ def _knobs(f):
 
 def _build(model: str, gpu: str | None, kw: dict):
     """Turn CLI values into (ModelShape, [Scenario], GpuSpec|None). All validation errors are VramplanError."""
-    from dataclasses import replace
-
     from .gpus import resolve_gpu
     from .models import load_model
+    from .spec import Workload
+
+    Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"],
+             offload=kw.get("offload", False)).validate()  # bad numbers first, before any file is read
+    gpu_spec = resolve_gpu(gpu) if gpu is not None else None
+    shape = load_model(model, online=kw["online"])
+    return shape, scenarios_for(shape, gpu_spec, kw), gpu_spec
+
+
+def scenarios_for(shape, gpu_spec, kw: dict) -> list:
+    """The scenarios the knobs describe for a loaded model, one per method (the CLI and the screen share it)."""
+    from dataclasses import replace
+
     from .spec import Recipe, Scenario, Workload
 
     methods = ("lora", "qlora") if kw["method"] == "both" else (kw["method"],)
@@ -110,8 +121,6 @@ def _build(model: str, gpu: str | None, kw: dict):
     workload = Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"],
                         offload=kw.get("offload", False))
     workload.validate()
-    gpu_spec = resolve_gpu(gpu) if gpu is not None else None
-    shape = load_model(model, online=kw["online"])
     dropout = kw["dropout"]
     if shape.is_moe and kw.get("dropout_is_default") and kw["targets"] == "all-linear":
         dropout = 0.0  # peft cannot apply dropout to fused experts: the tutorial default would not start
@@ -128,7 +137,7 @@ def _build(model: str, gpu: str | None, kw: dict):
         )
         recipe.validate()
         scenarios.append(Scenario(shape, recipe, workload, gpu_spec))
-    return shape, scenarios, gpu_spec
+    return scenarios
 
 
 def _plans(model, gpu, kw):

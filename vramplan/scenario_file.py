@@ -573,8 +573,8 @@ def _load_model(value: str, base_dir):
         return replace(shape, name=stem if stem != "config" else p.parent.name)
     if value.count("/") == 1 and not value.startswith((".", "/", "~")) and not value.endswith(".json"):
         raise UnknownModelError(
-            f"not in the catalogue, and a sweep reads nothing from the Hub: download its config.json and name the "
-            f"path (relative to the scenario file), or use a catalogue model (`vramplan models`)"
+            "not in the catalogue, and a sweep reads nothing from the Hub: download its config.json and name the "
+            "path (relative to the scenario file), or use a catalogue model (`vramplan models`)"
         )
     return load_model(value)  # raises UnknownModelError with the usual advice
 

@@ -11,7 +11,7 @@ import json
 import os
 import shlex
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -195,29 +195,9 @@ class Session:
 
 def scenarios_for(shape, gpu, kw: dict) -> list:
     """The scenarios ``vramplan.cli._build`` makes from the same knobs, one per method, for a loaded model."""
-    from ..spec import Recipe, Scenario, Workload
+    from ..cli import scenarios_for as cli_scenarios
 
-    methods = ("lora", "qlora") if kw["method"] == "both" else (kw["method"],)
-    targets = tuple(t.strip() for t in kw["targets"].split(",") if t.strip()) or ("all-linear",)
-    workload = Workload(seq=kw["seq"], batch=kw["batch"], gpus=kw["gpus"], shard=kw["shard"])
-    workload.validate()
-    dropout = kw["dropout"]
-    if shape.is_moe and kw.get("dropout_is_default") and kw["targets"] == "all-linear":
-        dropout = 0.0  # as cli._build: peft cannot apply dropout to fused experts
-    out = []
-    for method in methods:
-        base = Recipe.default(method)
-        recipe = replace(
-            base,
-            dtype=kw["dtype"], quant=kw["quant"], double_quant=kw["double_quant"], blocksize=kw["blocksize"],
-            kbit_prep=kw["kbit_prep"] if method == "qlora" else False, rank=kw["rank"], alpha=kw["alpha"],
-            dropout=dropout, targets=targets, adapter_dtype=kw["adapter_dtype"],
-            optimizer=kw["optimizer"] or base.optimizer, grad_ckpt=kw["grad_ckpt"], attn=kw["attn"],
-            autocast=kw["autocast"],
-        )
-        recipe.validate()
-        out.append(Scenario(shape, recipe, workload, gpu))
-    return out
+    return cli_scenarios(shape, gpu, kw)
 
 
 def _changed_options(kw: dict) -> list[str]:
