@@ -585,22 +585,13 @@ def _measure(job, built, optimizer, recipe, workload, device, phases, nvdev, bas
 
 def _tracked_step(built, optimizer, recipe, workload, vocab, device, gen, phases, measured, info) -> None:
     """One more step under the LiveTracker: tensor bytes per component at the peak, as the tracer counts them."""
-    from .trace import TRACE_PHASES, _layer_labels, _register_static
+    from .trace import TRACE_PHASES, track_built
 
     Tracker = make_tracker()
     tracker = Tracker()
     model = built.model
     with tracker:
-        _register_static(tracker, built, optimizer)
-        layer_of = _layer_labels(model, built.adapters, built.config.num_hidden_layers)
-
-        def on_grad(p):
-            tracker.register(p.grad, "gradients")
-            label = layer_of.get(id(p))
-            if label and tracker.phase == "backward" and tracker.sub != label:
-                tracker.enter_sub(label)
-
-        hooks = [p.register_post_accumulate_grad_hook(on_grad) for p in built.adapters]
+        hooks = track_built(tracker, built, optimizer)
         phases.tracker = tracker
         try:
             phases.enter("load")

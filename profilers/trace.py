@@ -150,16 +150,7 @@ def _trace(scenario, config_dict, *, fake, progress, seed, detailed) -> TraceRes
         n_train = sum(p.numel() for p in built.adapters)
         loss_value = None
         with fake_mode, tracker:
-            _register_static(tracker, built, optimizer)
-            layer_of = _layer_labels(model, built.adapters, config.num_hidden_layers)
-
-            def on_grad(p):
-                tracker.register(p.grad, "gradients")
-                label = layer_of.get(id(p))
-                if label and tracker.phase == "backward" and tracker.sub != label:
-                    tracker.enter_sub(label)
-
-            hooks = [p.register_post_accumulate_grad_hook(on_grad) for p in built.adapters]
+            hooks = track_built(tracker, built, optimizer)
             say("warm-up optimizer step (creates the optimizer state)")
             tracker.enter("warmup", component="optimizer")
             for p in built.adapters:
@@ -211,6 +202,24 @@ def _trace(scenario, config_dict, *, fake, progress, seed, detailed) -> TraceRes
         peak_where=top.where, components=dict(top.components), trainable_params=n_train,
         seconds=time.perf_counter() - t0, ops=tracker.ops, loss=loss_value, notes=notes,
     )
+
+
+def track_built(tracker, built, optimizer) -> list:
+    """Register what exists before the step and retag gradients as they arrive; returns the hooks to remove.
+
+    Each parameter's gradient is counted as ``gradients`` when accumulated, and marks which stretch of the
+    backward runs (the layer it belongs to). Shared by the tracer and the profiler's tracked step.
+    """
+    _register_static(tracker, built, optimizer)
+    layer_of = _layer_labels(built.model, built.adapters, built.config.num_hidden_layers)
+
+    def on_grad(p):
+        tracker.register(p.grad, "gradients")
+        label = layer_of.get(id(p))
+        if label and tracker.phase == "backward" and tracker.sub != label:
+            tracker.enter_sub(label)
+
+    return [p.register_post_accumulate_grad_hook(on_grad) for p in built.adapters]
 
 
 def _layer_labels(model, params, num_layers: int) -> dict:
