@@ -16,6 +16,16 @@ from .spec import OPTIMIZERS, Recipe, Scenario
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "overhead")
 PHASES = ("load", "forward", "loss", "backward", "optimizer")
+# How every output (table, screen, report) names the components for people.
+COMPONENT_LABELS = {
+    "weights": "base weights",
+    "quant_constants": "quant constants",
+    "adapters": "LoRA adapters",
+    "gradients": "gradients",
+    "optimizer": "optimizer state",
+    "activations": "activations + loss",
+    "overhead": "overhead (CUDA, slack)",
+}
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,9 @@ import json
 
 import click
 
+from .plan import COMPONENT_LABELS
 from .units import fmt_gib, gib
 
-_LABELS = {
-    "weights": "base weights",
-    "quant_constants": "quant constants",
-    "adapters": "LoRA adapters",
-    "gradients": "gradients",
-    "optimizer": "optimizer state",
-    "activations": "activations + loss",
-    "overhead": "overhead (CUDA, slack)",
-}
 _METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full FT"}
 
 
@@ -63,7 +55,7 @@ def render_comparison(shape, plans, gpu, timeline: bool = False) -> None:
     for p in plans:
         table.add_column(_METHOD_LABELS[p.method], justify="right")
     for c in COMPONENTS:
-        table.add_row(_LABELS[c], *(_num(p.components[c]) for p in plans))
+        table.add_row(COMPONENT_LABELS[c], *(_num(p.components[c]) for p in plans))
     table.add_section()
     table.add_row("peak (nvidia-smi)", *(_num(p.peak_bytes) for p in plans), style="bold")
     table.add_row("torch max reserved", *(_num(p.peak_reserved_bytes) for p in plans))

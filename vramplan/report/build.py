@@ -44,12 +44,10 @@ def full_reference(s: Scenario) -> Scenario:
     return replace(s, recipe=replace(base, dtype=r.dtype, grad_ckpt=r.grad_ckpt, attn=r.attn, autocast=r.autocast))
 
 
-def seq_grid(current: int) -> list[int]:
-    """Sequence lengths for the memory-vs-sequence plot: powers of two and their 1.5x, 256 .. 32k (or 4x the
-    scenario's own length), plus the scenario's own value."""
-    top = min(max(32768, 4 * current), 4_194_304)
-    out = set()
-    v = 256
+def _doubling_grid(first: int, top: int, current: int, start=()) -> list[int]:
+    """Powers of two from ``first`` and their 1.5x up to ``top``, plus ``start`` values and the current one."""
+    out = set(start)
+    v = first
     while v <= top:
         out.add(v)
         if v * 3 // 2 <= top:
@@ -57,20 +55,17 @@ def seq_grid(current: int) -> list[int]:
         v *= 2
     out.add(current)
     return sorted(out)
+
+
+def seq_grid(current: int) -> list[int]:
+    """Sequence lengths for the memory-vs-sequence plot: powers of two and their 1.5x, 256 .. 32k (or 4x the
+    scenario's own length), plus the scenario's own value."""
+    return _doubling_grid(256, min(max(32768, 4 * current), 4_194_304), current)
 
 
 def batch_grid(current: int) -> list[int]:
     """Micro-batch sizes for the memory-vs-batch plot: 1, 2, 3, 4, 6, 8, ... 64 (or 4x the scenario's)."""
-    top = min(max(64, 4 * current), 65_536)
-    out = {1}
-    v = 2
-    while v <= top:
-        out.add(v)
-        if v * 3 // 2 <= top:
-            out.add(v * 3 // 2)
-        v *= 2
-    out.add(current)
-    return sorted(out)
+    return _doubling_grid(2, min(max(64, 4 * current), 65_536), current, start=(1,))
 
 
 def curve(scenarios, knob: str, values) -> dict:

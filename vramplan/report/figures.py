@@ -13,18 +13,9 @@ from __future__ import annotations
 import html
 import math
 
-from ..plan import COMPONENTS
+from ..plan import COMPONENT_LABELS, COMPONENTS
 from ..units import GiB
 
-COMPONENT_LABELS = {
-    "weights": "base weights",
-    "quant_constants": "quant constants",
-    "adapters": "LoRA adapters",
-    "gradients": "gradients",
-    "optimizer": "optimizer state",
-    "activations": "activations + loss",
-    "overhead": "overhead (CUDA, slack)",
-}
 # Tableau 10: distinguishable, and the same component has the same colour in every figure.
 COMPONENT_COLORS = {
     "weights": "#4e79a7",
